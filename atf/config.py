@@ -1,0 +1,304 @@
+"""Typed run configuration: frozen dataclasses loaded from YAML.
+
+One `RunConfig` describes one training run of the paper (any scenario). Unknown
+keys are errors that name their full path, so a typo never silently falls back
+to a default. Variants are made with `dataclasses.replace` or `override`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from atf import keys
+
+__all__ = [
+    "ConfigError", "DatasetPaths", "DataConfig", "ModelConfig", "LossConfig", "AtdpConfig",
+    "OptimConfig", "AugmentConfig", "EvalConfig", "FinetuneConfig", "RunConfig",
+    "from_dict", "to_dict", "load_config", "override",
+]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the file and key path."""
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    annotations: str = ""          # folder holding face_landmarks_<name>_*.csv ("" = <data.root>/<name>)
+    images: str = ""               # folder the CSV image names are relative to ("" = <annotations>/images)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/synth"       # default parent folder: <root>/<dataset>/face_landmarks_*.csv
+    paths: dict[str, DatasetPaths] = field(default_factory=dict)  # per-dataset overrides of root
+    val_fraction: float = 0.1      # share of the target's train split held out for model selection
+    max_train: int = 0             # cap on train images per dataset (0 = all); small/fast modes
+    max_test: int = 0              # cap on test images per subset (0 = all)
+    num_workers: int = 0           # DataLoader worker processes (0 = in the main process)
+    skip_unreadable: bool = False  # skip (count and report) unreadable images instead of failing
+    crop: Literal["center_scale", "box"] = "center_scale"  # crop from scale*200 around centre, or from the box
+    crop_margin: float = 1.25      # crop side = margin x (scale*200 or box side)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Literal["ocn", "hrnet_w18"] = "ocn"
+    input_size: int = 0            # 0 = backbone default (OCN 112, HRNet 256)
+    width_mult: float = 1.0        # channel multiplier for small CPU configs
+    heatmap_size: int = 0          # heatmap backbones only; 0 = input_size // 4
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: Literal["auto", "l1", "l2", "wing", "heatmap_mse"] = "auto"  # auto: OCN l1, HRNet heatmap_mse
+    mixed: bool = True             # True = L_MB (eq. 3-5); False = L_AT (no similar-point term)
+    alpha: float = 1.0             # weight of L_ps on target batches (eq. 3)
+    beta: float = 1.0              # weight of an auxiliary head's own loss on its batches
+    gamma: float = 0.1             # weight of L_ps on auxiliary batches
+    pairs: Literal["official", "rich"] = "official"  # similar-point table: the official 10, or pair-specific
+    sigma: dict[str, float] = field(default_factory=dict)  # heatmap sigma per dataset (default 1.5)
+
+
+@dataclass(frozen=True)
+class AtdpConfig:
+    ratios: tuple[float, ...] = ()   # r_0 (target) : r_1 : ... (one per aux); () = 1 for each
+    decays: tuple[float, ...] = ()   # per-aux multiplier applied every epoch (eq. 2); () = 0.9 each
+    decreasing: bool = True          # False = "wod": decays forced to 1
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["plateau", "multistep", "none"] = "plateau"
+    patience: int = 10             # plateau: epochs without val improvement before lr x factor
+    factor: float = 0.1
+    milestones: tuple[int, ...] = (30, 50)  # multistep
+    epochs: int = 60
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    flip: float = 0.5              # probability of a horizontal flip (with the scheme permutation)
+    rotation: float = 30.0         # max degrees, uniform in +-rotation
+    rotation_prob: float = 0.6
+    scale: float = 0.25            # random scale in 1 +- scale
+    translate: float = 0.0         # random shift, fraction of the crop side
+    random_crop: float = 0.2       # random crop: jitter of crop side/position, fraction of the side
+    color: float = 0.2             # brightness/contrast/saturation jitter strength (0 = off)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    selection: Literal["val", "test"] = "val"  # "test" = the paper's protocol (best test epoch); outputs say so
+    flip_test: bool = False        # average predictions of the image and its mirror
+    decode: Literal["argmax_shift", "subpixel"] = "argmax_shift"  # heatmap decoding
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 10               # joint/novel: epochs of head fine-tuning on a frozen trunk
+    lr: float = 1e-3
+    compare_scratch: bool = True   # novel: also train the novel dataset's model from scratch, for timing
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    scenario: Literal["baseline", "atf", "joint", "novel"] = "baseline"
+    target: str = "wflw"           # dataset whose detector we want
+    aux: tuple[str, ...] = ()      # auxiliary datasets (atf/joint/novel)
+    novel: str = ""                # novel scenario: dataset of the new head
+    seed: int = 0
+    device: str = "auto"           # auto = cuda when present, else cpu
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    atdp: AtdpConfig = field(default_factory=AtdpConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in keys.SCENARIOS:
+            raise ConfigError(f"scenario: unknown {self.scenario!r}; expected one of {keys.SCENARIOS}")
+        if self.scenario == keys.SCENARIO_BASELINE and self.aux:
+            raise ConfigError("aux: a baseline run takes no auxiliary datasets")
+        if self.scenario != keys.SCENARIO_BASELINE and not self.aux:
+            raise ConfigError(f"aux: scenario {self.scenario!r} needs at least one auxiliary dataset")
+        if self.scenario == keys.SCENARIO_NOVEL and not self.novel:
+            raise ConfigError("novel: the novel scenario needs the novel dataset's name")
+        if self.target in self.aux or (self.novel and self.novel in (self.target, *self.aux)):
+            raise ConfigError("aux/novel: a dataset may appear only once among target, aux and novel")
+        n = len(self.aux)
+        if self.atdp.ratios and len(self.atdp.ratios) != n + 1:
+            raise ConfigError(f"atdp.ratios: expected {n + 1} values (target first), got {len(self.atdp.ratios)}")
+        if self.atdp.decays and len(self.atdp.decays) != n:
+            raise ConfigError(f"atdp.decays: expected {n} values (one per aux), got {len(self.atdp.decays)}")
+        if not 0.0 <= self.data.val_fraction < 1.0:
+            raise ConfigError("data.val_fraction: must be in [0, 1)")
+        if self.optim.epochs < 1 or self.optim.batch_size < 1:
+            raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
+
+    # -- derived values, so no caller recomputes them differently --------------------------
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Heads of the trained model: target first, then aux (novel is added later)."""
+        return (self.target, *self.aux)
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return self.atdp.ratios or tuple(1.0 for _ in self.datasets)
+
+    @property
+    def decays(self) -> tuple[float, ...]:
+        if not self.atdp.decreasing:
+            return tuple(1.0 for _ in self.aux)
+        return self.atdp.decays or tuple(0.9 for _ in self.aux)
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size or (112 if self.model.backbone == "ocn" else 256)
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.model.heatmap_size or self.input_size // 4
+
+    @property
+    def loss_kind(self) -> str:
+        if self.loss.kind != "auto":
+            return self.loss.kind
+        return "l1" if self.model.backbone == "ocn" else "heatmap_mse"
+
+    def sigma(self, dataset: str) -> float:
+        return self.loss.sigma.get(dataset, 1.5)
+
+
+# -- dict <-> dataclass with key-path errors ----------------------------------------------------
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: {value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        _k, v_tp = typing.get_args(tp)
+        return {str(k): _convert(v_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(arg, value, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} does not match {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}'; known keys: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML-safe mapping of a config (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(cfg)
+
+
+def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in upd.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def override(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
+    """New config with `updates` applied; keys may be dotted ("optim.lr") or nested mappings."""
+    nested: dict[str, Any] = {}
+    for k, v in updates.items():
+        node = nested
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    return from_dict(RunConfig, _merge(to_dict(cfg), nested))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run config; every error names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        cfg = from_dict(RunConfig, data)
+        return override(cfg, overrides) if overrides else cfg
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,100 @@
+"""Names shared by the trainer, the sweep and the report, defined once.
+
+The trainer returns metrics under these names, the sweep logs them to MLflow
+under the same names, and the report reads them back with the same helpers.
+Nothing else in the project spells a metric, tag or artifact name by hand.
+
+Units: NME and FR are percentages (NME x 100, as the paper prints them);
+AUC is a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EPOCH", "STAGE", "TRAIN_LOSS", "VAL_LOSS", "VAL_NME", "LR", "EPOCH_TIME",
+    "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
+    "test_metric", "parse_test_metric",
+    "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
+    "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
+    "TAG_KIND", "TAG_TRIAL", "CELL_TAGS",
+    "ARTIFACT_CED_DIR", "ARTIFACT_MODEL_DIR", "ARTIFACT_PRED_DIR", "ARTIFACT_CONFIG",
+    "ced_artifact", "pred_artifact",
+    "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
+    "SCENARIOS", "SCENARIO_BASELINE", "SCENARIO_ATF", "SCENARIO_JOINT", "SCENARIO_NOVEL",
+]
+
+# -- per-epoch metrics (reported through the trainer's callback) ----------------------------
+EPOCH = "epoch"                # 1-based epoch index within the current stage
+STAGE = "stage"                # 0 = main training; 1 = fine-tuning stage of joint/novel
+TRAIN_LOSS = "train/loss"      # mean training loss of the epoch (all heads, as optimised)
+VAL_LOSS = "val/loss"          # target head's own loss on the validation split
+VAL_NME = "val/nme"            # target NME (%) on the validation split carved from train
+LR = "train/lr"                # learning rate at the end of the epoch
+EPOCH_TIME = "train/epoch_seconds"
+
+# -- final test metrics, one per dataset x subset x metric ---------------------------------
+NME = "nme"
+FR = "fr"
+AUC = "auc"
+TEST_METRICS = (NME, FR, AUC)
+FAIL_THRESHOLD = 0.10          # FR@0.1 and AUC@0.1
+
+
+def test_metric(dataset: str, subset: str, metric: str) -> str:
+    """`test/wflw/largepose/nme`: the MLflow metric name of one table cell value."""
+    if metric not in TEST_METRICS:
+        raise ValueError(f"unknown test metric {metric!r}; expected one of {TEST_METRICS}")
+    return f"test/{dataset}/{subset}/{metric}"
+
+
+def parse_test_metric(name: str) -> tuple[str, str, str] | None:
+    """Inverse of `test_metric`; None for any other metric name."""
+    parts = name.split("/")
+    if len(parts) == 4 and parts[0] == "test" and parts[3] in TEST_METRICS:
+        return parts[1], parts[2], parts[3]
+    return None
+
+
+# -- run tags (set by the sweep, filtered on by the report) --------------------------------
+TAG_SWEEP = "atf.sweep"            # sweep name (file stem), on parent and child runs
+TAG_TABLES = "atf.tables"          # comma-separated paper tables the cell feeds, e.g. "III,VII"
+TAG_CELL = "atf.cell"              # content hash of resolved config + seed (cell identity)
+TAG_BACKBONE = "atf.backbone"      # ocn | hrnet_w18
+TAG_TARGET = "atf.target"          # target dataset name
+TAG_AUX = "atf.aux"                # comma-separated auxiliary datasets, "" for a baseline
+TAG_LOSS = "atf.loss"              # LOSS_AT | LOSS_MB | "" for a baseline
+TAG_PROPORTIONS = "atf.proportions"  # PROPORTIONS_WD | PROPORTIONS_WOD | "" for a baseline
+TAG_SCENARIO = "atf.scenario"      # one of SCENARIOS
+TAG_SEED = "atf.seed"
+TAG_DATA = "atf.data"              # "real" or "synthetic(scale=0.02,seed=0)": never mistake one for the other
+TAG_SELECTION = "atf.selection"    # "val" (honest) or "test" (paper protocol, explicitly named)
+TAG_STATUS = "atf.status"          # finished | failed | running
+TAG_KIND = "atf.kind"              # "sweep" on parent runs, "trial" on child runs
+TAG_TRIAL = "atf.trial"            # Tune trial id of the run's latest attempt
+CELL_TAGS = (TAG_TABLES, TAG_CELL, TAG_BACKBONE, TAG_TARGET, TAG_AUX, TAG_LOSS, TAG_PROPORTIONS,
+             TAG_SCENARIO, TAG_SEED, TAG_DATA, TAG_SELECTION)
+
+LOSS_AT = "L_AT"
+LOSS_MB = "L_MB"
+PROPORTIONS_WD = "wd"              # with decreasing proportions
+PROPORTIONS_WOD = "wod"            # without (decay = 1)
+
+SCENARIO_BASELINE = "baseline"
+SCENARIO_ATF = "atf"
+SCENARIO_JOINT = "joint"
+SCENARIO_NOVEL = "novel"
+SCENARIOS = (SCENARIO_BASELINE, SCENARIO_ATF, SCENARIO_JOINT, SCENARIO_NOVEL)
+
+# -- artifacts ------------------------------------------------------------------------------
+ARTIFACT_CONFIG = "config.yaml"        # resolved run config
+ARTIFACT_CED_DIR = "ced"               # one CSV per dataset/subset: columns threshold, fraction
+ARTIFACT_MODEL_DIR = "model"           # pruned best model (TorchScript) + its checkpoint
+ARTIFACT_PRED_DIR = "predictions"      # test predictions in the annotation CSV layout
+
+
+def ced_artifact(dataset: str, subset: str) -> str:
+    return f"{ARTIFACT_CED_DIR}/{dataset}_{subset}.csv"
+
+
+def pred_artifact(dataset: str, subset: str) -> str:
+    return f"{ARTIFACT_PRED_DIR}/{dataset}_{subset}.csv"
