@@ -1,0 +1,1 @@
+"""Console entry points (atf-train, atf-eval, atf-predict, atf-data)."""
