@@ -46,6 +46,8 @@ class DataConfig:
     skip_unreadable: bool = False  # skip (count and report) unreadable images instead of failing
     crop: Literal["center_scale", "box"] = "center_scale"  # crop from scale*200 around centre, or from the box
     crop_margin: float = 1.25      # crop side = margin x (scale*200 or box side)
+    registry: tuple[str, ...] = () # extra YAML files declaring schemes/datasets (a novel dataset, no code)
+    cache_images: bool = False     # keep decoded images in memory (small synthetic sets)
 
 
 @dataclass(frozen=True)
