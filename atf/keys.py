@@ -16,7 +16,7 @@ __all__ = [
     "test_metric", "parse_test_metric",
     "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
     "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
-    "TAG_KIND", "TAG_TRIAL", "CELL_TAGS",
+    "TAG_KIND", "TAG_TRIAL", "TAG_ROLE", "ROLE_CELL", "ROLE_SEARCH", "CELL_TAGS",
     "ARTIFACT_CED_DIR", "ARTIFACT_MODEL_DIR", "ARTIFACT_PRED_DIR", "ARTIFACT_CONFIG",
     "ced_artifact", "pred_artifact",
     "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
@@ -71,6 +71,9 @@ TAG_SELECTION = "atf.selection"    # "val" (honest) or "test" (paper protocol, e
 TAG_STATUS = "atf.status"          # finished | failed | running
 TAG_KIND = "atf.kind"              # "sweep" on parent runs, "trial" on child runs
 TAG_TRIAL = "atf.trial"            # Tune trial id of the run's latest attempt
+TAG_ROLE = "atf.role"              # ROLE_CELL: the run a table reports; ROLE_SEARCH: one Optuna sample
+ROLE_CELL = "cell"
+ROLE_SEARCH = "search"
 CELL_TAGS = (TAG_TABLES, TAG_CELL, TAG_BACKBONE, TAG_TARGET, TAG_AUX, TAG_LOSS, TAG_PROPORTIONS,
              TAG_SCENARIO, TAG_SEED, TAG_DATA, TAG_SELECTION)
 
