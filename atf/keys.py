@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "EPOCH", "STAGE", "TRAIN_LOSS", "VAL_LOSS", "VAL_NME", "LR", "EPOCH_TIME",
+    "val_metric", "time_metric", "SCRATCH_SUFFIX",
     "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
     "test_metric", "parse_test_metric",
     "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
@@ -31,6 +32,20 @@ VAL_LOSS = "val/loss"          # target head's own loss on the validation split
 VAL_NME = "val/nme"            # target NME (%) on the validation split carved from train
 LR = "train/lr"                # learning rate at the end of the epoch
 EPOCH_TIME = "train/epoch_seconds"
+
+
+def val_metric(dataset: str) -> str:
+    """Per-head validation NME (%), e.g. during joint/novel head fine-tuning."""
+    return f"val/{dataset}/nme"
+
+
+def time_metric(phase: str) -> str:
+    """Wall seconds of a training phase: main, joint, novel_head, novel_scratch."""
+    return f"time/{phase}_seconds"
+
+
+SCRATCH_SUFFIX = "_scratch"  # novel scenario: test metrics of the model trained from scratch,
+                             # logged as test_metric(dataset + SCRATCH_SUFFIX, subset, metric)
 
 # -- final test metrics, one per dataset x subset x metric ---------------------------------
 NME = "nme"
