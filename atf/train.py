@@ -129,7 +129,7 @@ class _Run:
         for a in heads:
             for b in heads:
                 if a != b:
-                    p = similar_pairs(self.data.scheme(a), self.data.scheme(b), table=table)
+                    p = similar_pairs(self.data.scheme(a).name, self.data.scheme(b).name, table=table)
                     if len(p):
                         out[(a, b)] = (torch.as_tensor(p[:, 0], device=self.device),
                                        torch.as_tensor(p[:, 1], device=self.device))

@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny SynthFace benchmark generated once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # 2-core CI machine: tests run many small models; threads only add overhead
+
+SYNTH_SCALE = 0.004  # ~30 WFLW-like train images; every preset and subset present
+
+
+def shared_dir() -> Path | None:
+    """The shared/ folder beside the repo (real annotation CSVs), or $ATF_SHARED."""
+    env = os.environ.get("ATF_SHARED")
+    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
+        if (p / "data" / "annotations").is_dir():
+            return p
+    return None
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic data root in the real on-disk layout (all four presets)."""
+    from atf.synth import generate
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, scale=SYNTH_SCALE, seed=0, workers=1, force=True)
+    return root
