@@ -1,0 +1,199 @@
+"""Crop and augmentation as ONE 2x3 affine per sample, plus the inverse back to original pixels.
+
+Why one affine: crop, scale, shift, rotation and flip compose into a single matrix, so the image is
+resampled once (fast, no compounded blur) and the same matrix maps the landmarks exactly. Its
+inverse maps predictions back to the original photo, where NME is computed.
+
+Coordinate conventions (used by data.py, heatmaps.py, predict.py):
+- pixel coordinates follow OpenCV's `warpAffine`: the centre of pixel (i, j) is at (x=j, y=i);
+  annotation CSV coordinates are read in the same convention;
+- the crop square of side `side` centred on `c` maps onto the whole S x S input: its left edge
+  (c_x - side/2) lands on the input's left edge (x = -0.5), its right edge on x = S - 0.5;
+- crop units: u = (x_input + 0.5) / S, so 0 and 1 are the input's outer edges; models predict u;
+- a horizontal mirror is x -> S - 1 - x in input pixels, i.e. u -> 1 - u, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from atf.config import AugmentConfig
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "AugmentParams", "crop_box", "sample_params", "build_affine",
+    "invert_affine", "warp", "transform_points", "flip_points", "color_jitter", "normalize",
+    "crop_to_input_px", "input_px_to_crop", "to_original",
+]
+
+# ImageNet statistics of RGB images scaled to [0, 1]: what the backbones' conventions expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+GRAYSCALE_PROB = 0.05  # chance of a grayscale sample when colour jitter is on (COFW has gray photos)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The random draw of one sample; identity() is what evaluation uses."""
+    scale: float = 1.0        # crop side multiplier (>1 zooms out)
+    shift_x: float = 0.0      # crop centre shift, fraction of the crop side
+    shift_y: float = 0.0
+    rotation: float = 0.0     # degrees, counter-clockwise in the image
+    flip: bool = False
+    brightness: float = 1.0   # multiplicative factors (1 = unchanged)
+    contrast: float = 1.0
+    saturation: float = 1.0
+    grayscale: bool = False
+
+    @staticmethod
+    def identity() -> AugmentParams:
+        return AugmentParams()
+
+
+def crop_box(
+    mode: Literal["center_scale", "box"],
+    center: np.ndarray | None,
+    scale: float | None,
+    box: np.ndarray | None,
+    margin: float,
+) -> tuple[float, float, float]:
+    """(cx, cy, side) of the square crop: HRNet `scale*200*margin` or box `max(w, h)*margin`.
+
+    Raises ValueError when the fields the mode needs are missing (NaN); callers add file and row.
+    """
+    if mode == "center_scale":
+        if center is None or scale is None or not np.all(np.isfinite(center)) or not np.isfinite(scale):
+            raise ValueError("crop 'center_scale' needs center_w, center_h and scale")
+        return float(center[0]), float(center[1]), float(scale) * 200.0 * margin
+    if mode == "box":
+        if box is None or not np.all(np.isfinite(box)):
+            raise ValueError("crop 'box' needs left, top, right, bottom")
+        left, top, right, bottom = (float(v) for v in box)
+        side = max(right - left, bottom - top) * margin
+        return (left + right) / 2.0, (top + bottom) / 2.0, side
+    raise ValueError(f"unknown crop mode {mode!r}; expected 'center_scale' or 'box'")
+
+
+def sample_params(aug: AugmentConfig | None, rng: np.random.Generator) -> AugmentParams:
+    """Draw one sample's augmentation. The number of draws is fixed, so streams stay aligned."""
+    u = rng.random(13)  # all draws up front: same seed -> same numbers whatever is enabled
+    if aug is None or not aug.enabled:
+        return AugmentParams.identity()
+    # random crop (PFLD-style): the crop box jitters in size and position by up to `random_crop`
+    rc = aug.random_crop
+    crop_scale = 1.0 + rc * (u[0] - 0.5)           # side x [1 - rc/2, 1 + rc/2]
+    crop_dx, crop_dy = rc * (u[1] - 0.5), rc * (u[2] - 0.5)
+    scale = (1.0 + aug.scale * (2.0 * u[3] - 1.0)) * crop_scale
+    shift_x = aug.translate * (2.0 * u[4] - 1.0) + crop_dx
+    shift_y = aug.translate * (2.0 * u[5] - 1.0) + crop_dy
+    rotation = aug.rotation * (2.0 * u[7] - 1.0) if u[6] < aug.rotation_prob else 0.0
+    flip = bool(u[8] < aug.flip)
+    c = aug.color
+    factors = 1.0 + c * (2.0 * u[10:13] - 1.0)
+    grayscale = bool(c > 0 and u[9] < GRAYSCALE_PROB)
+    return AugmentParams(
+        scale=float(scale), shift_x=float(shift_x), shift_y=float(shift_y), rotation=float(rotation),
+        flip=flip, brightness=float(factors[0]), contrast=float(factors[1]),
+        saturation=float(factors[2]), grayscale=grayscale,
+    )
+
+
+def build_affine(cx: float, cy: float, side: float, size: int, params: AugmentParams) -> np.ndarray:
+    """2x3 float64 matrix: original pixels -> input pixels of an S x S crop (S = `size`)."""
+    if not side > 0:
+        raise ValueError(f"crop side must be positive, got {side}")
+    side = side * params.scale
+    cx = cx + params.shift_x * side
+    cy = cy + params.shift_y * side
+    k = size / side
+    a = math.radians(params.rotation)
+    cos, sin = math.cos(a) * k, math.sin(a) * k
+    # x_in = k R (x - c) + (S/2 - 0.5); R rotates counter-clockwise as seen in the image (y down)
+    m = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=np.float64)
+    m[:, 2] = (size / 2.0 - 0.5) - m[:, :2] @ np.array([cx, cy])
+    if params.flip:
+        m[0] = -m[0]
+        m[0, 2] += size - 1.0
+    return m
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine (float64)."""
+    return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
+
+
+def warp(image: np.ndarray, m: np.ndarray, size: int, border: Literal["constant", "replicate"] = "constant"
+         ) -> np.ndarray:
+    """Resample `image` into the S x S crop. Default border: constant black, as the HRNet crop pads."""
+    mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+
+
+def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine to points [..., 2] (float64 maths, dtype preserved as float32/64)."""
+    p = np.asarray(points, dtype=np.float64)
+    out = p @ m[:, :2].T + m[:, 2]
+    return out.astype(np.result_type(points, np.float32))
+
+
+def flip_points(points: np.ndarray, flip_perm: np.ndarray | list[int]) -> np.ndarray:
+    """Relabel mirrored points: new point i is the mirror image of old point flip_perm[i]."""
+    return np.asarray(points)[..., np.asarray(flip_perm), :]
+
+
+def color_jitter(image: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """Brightness, contrast, saturation (and rare grayscale) on an RGB float32 image in [0, 1]."""
+    img = image
+    if params.brightness != 1.0:
+        img = img * params.brightness
+    gray = cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    if params.contrast != 1.0:
+        img = (img - float(gray.mean())) * params.contrast + float(gray.mean())
+        gray = cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    if params.saturation != 1.0:
+        img = gray[..., None] + (img - gray[..., None]) * params.saturation
+    if params.grayscale:
+        img = np.repeat(cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)[..., None],
+                        3, axis=2)
+    return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def normalize(image_rgb01: np.ndarray) -> np.ndarray:
+    """HWC RGB [0, 1] -> CHW float32 normalised with the ImageNet mean and std."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    return np.ascontiguousarray(((image_rgb01 - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def crop_to_input_px(u: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+    """Crop units (0..1, outer edges) -> input pixel coordinates (pixel centres at integers)."""
+    return u * size - 0.5
+
+
+def input_px_to_crop(x: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+    """Input pixel coordinates -> crop units."""
+    return (x + 0.5) / size
+
+
+def to_original(points: np.ndarray | torch.Tensor, inverse: np.ndarray | torch.Tensor, input_size: int
+                ) -> np.ndarray | torch.Tensor:
+    """Map predictions in crop units [N, K, 2] back to original pixels.
+
+    `inverse` [N, 2, 3] is the inverse of the sample's affine (input pixels -> original pixels), as
+    the Dataset returns it. Numpy in, numpy out (float64 maths); torch in, torch out (float64 maths,
+    result in the points' dtype).
+    """
+    if isinstance(points, torch.Tensor):
+        inv = torch.as_tensor(inverse, device=points.device, dtype=torch.float64)
+        x = crop_to_input_px(points.to(torch.float64), input_size)
+        out = torch.einsum("nkj,nij->nki", x, inv[:, :, :2]) + inv[:, None, :, 2]
+        return out.to(points.dtype)
+    inv = np.asarray(inverse, dtype=np.float64)
+    x = crop_to_input_px(np.asarray(points, dtype=np.float64), input_size)
+    return np.einsum("nkj,nij->nki", x, inv[:, :, :2]) + inv[:, None, :, 2]
