@@ -1,0 +1,115 @@
+"""The trainer end to end on tiny synthetic data: all four scenarios, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from atf import keys
+from atf.config import RunConfig, override
+from atf.train import train
+
+TINY = {"data.max_train": 24, "data.max_test": 8, "data.val_fraction": 0.25, "optim.epochs": 2,
+        "optim.batch_size": 8, "model.width_mult": 0.25, "model.input_size": 48, "finetune.epochs": 1,
+        "augment.rotation": 10.0}
+
+
+def tiny(root, **upd) -> RunConfig:
+    return override(RunConfig(), {**TINY, "data.root": str(root), **upd})
+
+
+def test_baseline_reports_every_wflw_subset(synth_root, tmp_path):
+    epochs = []
+    res = train(tiny(synth_root), tmp_path / "run", on_epoch=epochs.append)
+    assert [r.epoch for r in epochs] == [1, 2]
+    assert all(keys.VAL_NME in r.metrics and r.checkpoint.is_file() for r in epochs)
+    for subset in ("full", "largepose", "expression", "illumination", "makeup", "occlusion", "blur"):
+        nme = res.metrics[keys.test_metric("wflw", subset, keys.NME)]
+        assert 0 < nme < 200
+        assert 0 <= res.metrics[keys.test_metric("wflw", subset, keys.AUC)] <= 1
+    assert (tmp_path / "run" / keys.ced_artifact("wflw", "full")).is_file()
+    assert (tmp_path / "run" / keys.pred_artifact("wflw", "full")).is_file()
+    assert res.exported_model is not None and res.exported_model.is_file()
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["metrics"] == pytest.approx(res.metrics)
+
+
+def test_atf_l_mb_and_l_at_differ(synth_root, tmp_path):
+    mb = train(tiny(synth_root, scenario="atf", aux=["aflw"]), tmp_path / "mb")
+    at = train(tiny(synth_root, scenario="atf", aux=["aflw"], **{"loss.mixed": False}), tmp_path / "at")
+    k = keys.test_metric("wflw", "full", keys.NME)
+    assert np.isfinite(mb.metrics[k]) and np.isfinite(at.metrics[k])
+    assert mb.metrics[k] != at.metrics[k]  # the similar-point term changes training
+
+
+def test_same_seed_same_numbers(synth_root, tmp_path):
+    cfg = tiny(synth_root, scenario="atf", aux=["300w"], **{"optim.epochs": 1})
+    a = train(cfg, tmp_path / "a")
+    b = train(cfg, tmp_path / "b")
+    assert a.metrics == {k: v for k, v in b.metrics.items() if not k.startswith("time/")} | {
+        k: v for k, v in a.metrics.items() if k.startswith("time/")}
+
+
+def test_resume_matches_uninterrupted(synth_root, tmp_path):
+    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"optim.epochs": 3})
+    full = train(cfg, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(r):
+        if r.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", on_epoch=stop_after_two)
+    resumed = train(cfg, tmp_path / "cut", resume=tmp_path / "cut" / "checkpoints" / "last.pt")
+    for k, v in full.metrics.items():
+        if not k.startswith("time/"):
+            assert resumed.metrics[k] == pytest.approx(v, abs=1e-9), k
+
+
+def test_joint_and_novel_scenarios(synth_root, tmp_path):
+    stages = []
+    res = train(tiny(synth_root, scenario="novel", aux=["cofw"], novel="300w"), tmp_path / "novel",
+                on_epoch=lambda r: stages.append(r.stage))
+    assert sorted(set(stages)) == [0, 1, 2, 3]  # main, joint fine-tune, novel head, from-scratch
+    for ds, subset in (("wflw", "full"), ("cofw", "full"), ("300w", "full"), ("300w", "challenge")):
+        assert keys.test_metric(ds, subset, keys.NME) in res.metrics
+    assert keys.test_metric("300w" + keys.SCRATCH_SUFFIX, "full", keys.NME) in res.metrics
+    assert res.metrics[keys.time_metric("novel_head")] > 0
+    assert res.metrics[keys.time_metric("novel_scratch")] > 0
+    joint = train(tiny(synth_root, scenario="joint", aux=["cofw"]), tmp_path / "joint")
+    assert keys.test_metric("cofw", "full", keys.NME) in joint.metrics
+
+
+def test_paper_protocol_is_named(synth_root, tmp_path):
+    res = train(tiny(synth_root, **{"eval.selection": "test", "optim.epochs": 1}), tmp_path / "t")
+    assert any("TEST set" in n for n in res.notes)
+
+
+def test_cli_train_and_eval(synth_root, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  root: {synth_root}\n")
+    out = tmp_path / "cli"
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "optim.epochs": 1}.items()]
+    r = subprocess.run([sys.executable, "-m", "atf.cli.train", str(cfg), "--out", str(out), "--json", *sets],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert keys.test_metric("wflw", "full", keys.NME) in json.loads(r.stdout)
+    r = subprocess.run([sys.executable, "-m", "atf.cli.eval", str(out / "checkpoints" / "best.pt"),
+                        "--subsets", "full,blur", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(json.loads(r.stdout)["subsets"]) == {"full", "blur"}
+
+
+def test_cli_unknown_key_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  epoch: 3\n")
+    r = subprocess.run([sys.executable, "-m", "atf.cli.train", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "optim.epoch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
