@@ -7,7 +7,7 @@ upsampling and residual additions count zero. Both of the paper's figures are re
 
 | network, 98-point head       | params (ours / paper) | FLOPs (ours / paper) | conv+linear MACs only |
 |------------------------------|-----------------------|----------------------|-----------------------|
-| OCN, 112 px                  | 1.2285M / 1.228M      | 279.93M / 279.96M    | 272.79M               |
+| OCN, 112 px                  | 1.2283M / 1.228M      | 279.93M / 279.96M    | 272.79M               |
 | HRNet-W18, 256 px            | 9.6623M / 9.663M      | 4.732G / 4.734G      | 4.694G (trunk 4.287G) |
 
 The public HRNet face code's "4.3 GFLOPs" matches the trunk's conv MACs alone (4.287G, no head,

@@ -9,7 +9,7 @@ Shared part (`OCN` trunk): the PFLD backbone on a 112x112 crop, ending in multi-
 concatenated into one vector. Private part (`CoordHead`): a single fully-connected layer regressing
 K*2 coordinates in crop units (0..1 spans the input crop), as the paper says of OCN.
 
-Counting (see `atf.models.flops`), full width, 112 px, 98-point head included: 1.2285M parameters
+Counting (see `atf.models.flops`), full width, 112 px, 98-point head included: 1.2283M parameters
 (paper 1.228M) and 279.93M FLOPs (paper 279.96M), where FLOPs = conv/linear multiply-accumulates
 (272.79M, the PFLD convention) plus two ops per batch-norm element (7.13M, as THOP-style profilers
 count). The head is 176*196+196 = 34.7k parameters and 34.5k MACs of that.
@@ -106,7 +106,8 @@ class OCN(Backbone):
         c7, c8 = _ch(32, width_mult), _ch(128, width_mult)
         self.conv7 = _conv_bn(cin, c7, 3, 2)                       # S2: 1/16 map
         side = math.ceil(input_size / 16)                          # side of the 1/16 map
-        self.conv8 = nn.Sequential(nn.Conv2d(c7, c8, side, 1, 0), nn.BatchNorm2d(c8), nn.ReLU(inplace=True))
+        # S3: no batch-norm on this 1x1 map (as PFLD), so a batch of one still trains
+        self.conv8 = nn.Sequential(nn.Conv2d(c7, c8, side, 1, 0), nn.ReLU(inplace=True))
         self.num_features = cin + c7 + c8
         _init(self)
 

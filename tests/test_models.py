@@ -1,0 +1,166 @@
+"""Backbones, the multi-head model and the counter, with real modules at tiny widths and sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atf.config import ModelConfig
+from atf.losses import landmark_loss
+from atf.models import (
+    LandmarkModel,
+    build_model,
+    count_flops,
+    count_params,
+    create_backbone,
+    get_backbone,
+    list_backbones,
+)
+
+# tiny CPU configurations per backbone: (input size, width multiplier)
+TINY = {"ocn": (32, 0.25), "hrnet_w18": (32, 0.25)}
+
+
+def tiny(backbone: str, heads: dict[str, int]) -> LandmarkModel:
+    size, width = TINY[backbone]
+    return build_model(ModelConfig(backbone=backbone, width_mult=width), heads, size)
+
+
+def target_like(out: torch.Tensor) -> torch.Tensor:
+    return torch.rand_like(out)
+
+
+def test_registry_lists_both_backbones_and_refuses_unknown() -> None:
+    assert list_backbones() == ["hrnet_w18", "ocn"]
+    with pytest.raises(KeyError, match="unknown backbone 'resnet'"):
+        get_backbone("resnet")
+    assert set(TINY) == set(list_backbones())
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_forwards_and_every_parameter_gets_a_gradient(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny(name, {"a": 5, "b": 3})
+    size = TINY[name][0]
+    out = model(torch.randn(2, 3, size, size))
+    assert set(out) == {"a", "b"}
+    if model.kind == "coords":
+        assert out["a"].shape == (2, 5, 2)
+    else:
+        assert out["a"].shape == (2, 5, size // 4, size // 4)
+    loss = sum(o.pow(2).mean() for o in out.values())
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+    assert all(torch.isfinite(o).all() for o in out.values())
+
+
+@pytest.mark.parametrize("size", [64, 96, 128])
+def test_ocn_any_input_size_gives_the_same_feature_width(size: int) -> None:
+    trunk = create_backbone("ocn", size, 0.25)
+    feats = trunk(torch.randn(2, 3, size, size))
+    assert feats.shape == (2, trunk.num_features)
+    assert trunk.num_features == create_backbone("ocn", 112, 0.25).num_features
+
+
+def test_hrnet_heatmap_is_a_quarter_of_the_input_and_other_sizes_are_refused() -> None:
+    model = build_model(ModelConfig("hrnet_w18", width_mult=0.25), {"w": 4}, 64)
+    assert model.heatmap_size == 16 and model(torch.zeros(1, 3, 64, 64))["w"].shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="heatmap_size must be input_size/4"):
+        build_model(ModelConfig("hrnet_w18", width_mult=0.25), {"w": 4}, 64, 32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_backbone("hrnet_w18", 100, 0.25)
+
+
+def test_ocn_full_size_matches_the_paper_counts() -> None:
+    model = build_model(ModelConfig("ocn"), {"wflw": 98})
+    params = count_params(model)
+    flops = count_flops(model, 112)
+    assert abs(params / 1.228e6 - 1) < 0.02, params
+    assert abs(flops.flops / 279.96e6 - 1) < 0.02, flops
+    assert flops.macs == 272_791_232     # conv + linear multiply-accumulates alone
+
+
+def test_hrnet_full_size_matches_the_paper_counts() -> None:
+    model = build_model(ModelConfig("hrnet_w18"), {"wflw": 98})
+    params = count_params(model)
+    assert abs(params / 9.663e6 - 1) < 0.05, params
+    flops = count_flops(model, 256)
+    assert abs(flops.flops / 4.734e9 - 1) < 0.10, flops
+    trunk = count_flops(model.trunk, 256)      # the public HRNet face code's "4.3 GFLOPs"
+    assert abs(trunk.macs / 4.3e9 - 1) < 0.01, trunk
+
+
+def test_counter_restores_train_mode_and_counts_a_linear_layer_exactly() -> None:
+    layer = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 7))
+    layer.train()
+    count = count_flops(layer, 2)
+    assert count.macs == 12 * 7 and count.norm_ops == 0 and layer.training
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_prune_matches_the_baseline_and_keeps_outputs(name: str) -> None:
+    torch.manual_seed(1)
+    model = tiny(name, {"wflw": 7, "aflw": 3, "cofw": 4}).eval()
+    pruned = model.prune("wflw")
+    size = TINY[name][0]
+    baseline = tiny(name, {"wflw": 7})
+    assert list(pruned.heads) == ["wflw"]
+    assert count_params(pruned) == count_params(baseline)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(pruned(x)["wflw"], model(x, heads=["wflw"])["wflw"])
+    assert len(model.heads) == 3                     # the original is untouched
+    with pytest.raises(KeyError, match="no head 'x'"):
+        model(x, heads=["x"])
+
+
+def test_trunk_runs_once_for_all_heads() -> None:
+    model = tiny("ocn", {"a": 2, "b": 2, "c": 2})
+    calls = []
+    model.trunk.stem.register_forward_hook(lambda *_: calls.append(1))
+    model(torch.zeros(1, 3, 32, 32))
+    assert len(calls) == 1
+
+
+def test_add_branch_is_seeded_and_initialised_like_the_others() -> None:
+    def grown(seed: int) -> torch.nn.Module:
+        model = tiny("ocn", {"a": 5})
+        torch.manual_seed(seed)
+        return model.add_branch("novel", 6)
+
+    h1, h2, h3 = grown(3), grown(3), grown(4)
+    assert torch.equal(h1.fc.weight, h2.fc.weight) and not torch.equal(h1.fc.weight, h3.fc.weight)
+    model = tiny("ocn", {"a": 5})
+    model.add_branch("novel", 6)
+    assert model.num_points == {"a": 5, "novel": 6}
+    assert torch.equal(model.heads["novel"].fc.bias, torch.full((12,), 0.5))
+    assert torch.equal(model.heads["a"].fc.bias, torch.full((10,), 0.5))
+    assert abs(model.heads["novel"].fc.weight.std().item() - model.heads["a"].fc.weight.std().item()) < 0.005
+    assert model(torch.zeros(1, 3, 32, 32))["novel"].shape == (1, 6, 2)
+    with pytest.raises(ValueError, match="already has a head 'a'"):
+        model.add_branch("a", 3)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_freeze_trunk_keeps_weights_and_bn_statistics_through_a_training_step(name: str) -> None:
+    torch.manual_seed(2)
+    model = tiny(name, {"a": 4})
+    model.freeze_trunk()
+    model.train()
+    assert not model.trunk.training and model.heads["a"].training
+    before = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+    head_before = [p.clone() for p in model.heads["a"].parameters()]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    size = TINY[name][0]
+    out = model(torch.randn(4, 3, size, size) * 3 + 1)["a"]
+    kind = "l1" if model.kind == "coords" else "heatmap_mse"
+    landmark_loss(kind, out, target_like(out)).backward()
+    opt.step()
+    assert all(p.grad is None for p in model.trunk.parameters())
+    for k, v in model.trunk.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, model.heads["a"].parameters()))
+    pruned = model.prune("a").train()
+    assert not pruned.trunk.training        # the frozen state survives pruning
