@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def export_torchscript(model: LandmarkModel, path: str | Path, meta: dict[str, A
         raise RuntimeError(f"export {path}: traced output differs from eager by {diff:.2e}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(full_meta, sort_keys=True)})
+    with warnings.catch_warnings():   # torch 2.13 marks TorchScript deprecated; it is still the portable format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(full_meta, sort_keys=True)})
     return path
 
 
@@ -80,7 +83,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Scri
     """The TorchScript module (eval mode) and its metadata."""
     extra = {META_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"{path}: not an atf TorchScript export ({str(e).splitlines()[0]})") from None
     if not extra[META_FILE]:

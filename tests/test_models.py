@@ -107,6 +107,7 @@ def test_prune_matches_the_baseline_and_keeps_outputs(name: str) -> None:
     size = TINY[name][0]
     baseline = tiny(name, {"wflw": 7})
     assert list(pruned.heads) == ["wflw"]
+    assert pruned.num_points == {"wflw": 7} and model.num_points == {"wflw": 7, "aflw": 3, "cofw": 4}
     assert count_params(pruned) == count_params(baseline)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():

@@ -109,6 +109,7 @@ class HeatmapHead(nn.Module):
 
     def __init__(self, in_channels: int, num_points: int) -> None:
         super().__init__()
+        self.num_points = num_points
         self.mix = _conv_bn(in_channels, in_channels, 1, 1)
         self.out = nn.Conv2d(in_channels, num_points, 1)
 
