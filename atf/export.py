@@ -66,7 +66,8 @@ def export_torchscript(model: LandmarkModel, path: str | Path, meta: dict[str, A
     full_meta = _complete_meta(model, meta)
     wrapper = SingleHead(copy.deepcopy(model)).cpu().eval()   # the caller's model is left as it was
     example = torch.rand(2, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():   # torch 2.13 marks TorchScript deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(wrapper, example, check_trace=False)
         diff = (traced(example) - wrapper(example)).abs().max().item()
     if diff > PARITY_TOL:
