@@ -1,0 +1,95 @@
+"""`atf-sweep`: run a sweep file through Ray Tune (+ Optuna), logging to MLflow.
+
+    atf-sweep sweeps/demo.yaml                 # local Ray, sqlite:///<cwd>/mlflow.db
+    atf-sweep --dry-run sweeps/table_iii.yaml  # list the cells, run nothing
+    atf-sweep --resume sweeps/demo.yaml        # continue after the driver was killed
+    atf-sweep sweeps/table_iii.yaml --address ray://head:10001 --mlflow-uri http://head:5000
+    atf-sweep submit sweeps/table_iii.yaml --address http://head:8265   # Ray Jobs API
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from atf.config import ConfigError
+from orchestration.sweepfile import Sweep, load_sweep, parse_set
+
+__all__ = ["main", "build_parser", "format_cells"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atf-sweep", description="Run an ATF sweep file (Ray Tune + MLflow).")
+    p.add_argument("file", type=Path, help="sweep YAML (sweeps/*.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the cells it would run and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the last launch of this sweep (after the driver was killed)")
+    p.add_argument("--rerun", action="store_true", help="run cells even when MLflow has them finished")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every cell, e.g. --set data.root=/data/real")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--mlflow-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--experiment", default="atf", help="MLflow experiment name (default: atf)")
+    p.add_argument("--storage", default=None,
+                   help="Tune storage_path: local dir, shared mount or s3:// (default: <cwd>/ray_results)")
+    p.add_argument("--max-failures", type=int, default=None, help="retries per trial (default: sweep file)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu")
+    p.add_argument("--max-concurrent", type=int, default=None, help="override max_concurrent")
+    p.add_argument("--quiet", action="store_true", help="no live progress lines")
+    return p
+
+
+def format_cells(sweep: Sweep) -> str:
+    """Aligned table of the cells (id, tables and key config values)."""
+    rows = [c.summary() for c in sweep.cells()]
+    if not rows:
+        return "(no cells)"
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _submit(argv: list[str]) -> int:
+    from orchestration.jobs import submit
+    return submit(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "submit":
+            return _submit(argv[1:])
+        args = build_parser().parse_args(argv)
+        sweep = load_sweep(args.file, parse_set(args.sets))
+        if args.dry_run:
+            n_search = sum(c.search.num_samples for c in sweep.cells() if c.search)
+            print(f"sweep {sweep.name} ({args.file}): {len(sweep.cells())} cells"
+                  + (f", {n_search} search samples" if n_search else ""))
+            print(format_cells(sweep))
+            return 0
+        from orchestration.runner import SweepOptions, run_sweep
+        opts = SweepOptions(
+            address=args.address or os.environ.get("RAY_ADDRESS") or None,
+            num_cpus=args.num_cpus, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+            storage=args.storage, resume=args.resume, rerun=args.rerun,
+            max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+            progress=not args.quiet)
+        summary = run_sweep(sweep, opts)
+        print(summary.line())
+        return 0 if summary.ok else 1
+    except ConfigError as e:
+        print(f"atf-sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

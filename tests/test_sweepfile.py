@@ -1,0 +1,158 @@
+"""Sweep files: parsing, validation (one-line errors naming file and key path), expansion, identity."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from atf import keys
+from atf.config import RunConfig
+from orchestration.cells import cell_id, cell_tags
+from orchestration.cli import main
+from orchestration.sweepfile import SweepError, apply_values, load_sweep, resolve_paths
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+BASE = """
+base:
+  data: {root: data/synth, max_train: 16}
+  model: {width_mult: 0.25, input_size: 48}
+  optim.epochs: 2
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def one_line_error(path: Path, *needles: str) -> str:
+    with pytest.raises(SweepError) as e:
+        load_sweep(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert str(path) in msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def test_expansion_grid_variants_seeds_and_merge(tmp_path):
+    p = write(tmp_path, BASE + """
+tables: [III]
+seeds: [0, 1]
+experiments:
+  - name: base
+    set: {scenario: baseline}
+    tables: [I, III]
+  - name: atf
+    set: {scenario: atf}
+    grid: {aux: [[300w], [aflw]], atdp.decreasing: [true, false]}
+    variants: [{model.backbone: ocn}, {model: {backbone: hrnet_w18}, optim.lr: 1.0e-4}]
+    tables: [VII]
+  - name: again                 # same runs as atf/ocn/wd: must merge, tables united
+    set: {scenario: atf, atdp.decreasing: true}
+    grid: {aux: [[300w], [aflw]]}
+""")
+    sweep = load_sweep(p)
+    cells = sweep.cells()
+    assert len(cells) == 2 * (1 + 2 * 2 * 2)
+    assert len({c.cell_id for c in cells}) == len(cells)
+    hr = [c for c in cells if c.config.model.backbone == "hrnet_w18"]
+    assert hr and all(c.config.optim.lr == 1e-4 and c.config.model.width_mult == 0.25 for c in hr)
+    merged = [c for c in cells if c.tables == ("III", "VII")]
+    assert len(merged) == 2 * 2  # ocn wd x {300w, aflw} x 2 seeds
+    assert all(c.config.atdp.decreasing and c.config.model.backbone == "ocn" for c in merged)
+    base = [c for c in cells if c.config.scenario == keys.SCENARIO_BASELINE]
+    assert {c.seed for c in base} == {0, 1} and base[0].tags[keys.TAG_LOSS] == ""
+    assert set(cells[0].tags) == set(keys.CELL_TAGS)
+
+
+def test_identity_ignores_runtime_knobs_and_canonicalises():
+    cfg = RunConfig(scenario="atf", aux=("300w",))
+    same = apply_values(cfg, {"data.num_workers": 4, "device": "cpu", "atdp.ratios": [1, 1],
+                              "data.root": "/elsewhere"})
+    assert cell_id(cfg, provenance="real") == cell_id(same, provenance="real")
+    for change in ({"seed": 1}, {"optim.lr": 1e-4}, {"loss.mixed": False}, {"atdp.decreasing": False}):
+        assert cell_id(apply_values(cfg, change), provenance="real") != cell_id(cfg, provenance="real")
+    assert cell_id(cfg, provenance="real") != cell_id(cfg, provenance="synthetic(scale=0.02,seed=0)")
+    # a baseline never uses the ATF knobs: they must not split identical baselines
+    b = RunConfig()
+    assert cell_id(b, provenance="real") == cell_id(apply_values(b, {"loss.mixed": False}), provenance="real")
+    tags = cell_tags(apply_values(cfg, {"loss.mixed": False, "atdp.decreasing": False}), ["VII", "III"],
+                     provenance="real")
+    assert (tags[keys.TAG_LOSS], tags[keys.TAG_PROPORTIONS], tags[keys.TAG_TABLES]) == (
+        keys.LOSS_AT, keys.PROPORTIONS_WOD, "III,VII")
+
+
+def test_tables_iii_and_vii_share_cells():
+    iii = {c.cell_id for c in load_sweep(SWEEPS / "table_iii.yaml").cells()}
+    vii = {c.cell_id: c for c in load_sweep(SWEEPS / "table_vii.yaml").cells()}
+    shared = iii & set(vii)
+    wd = [c for c in vii.values() if c.config.atdp.decreasing]
+    assert wd and {c.cell_id for c in wd} <= shared
+
+
+def test_every_shipped_sweep_file_loads():
+    for p in sorted(SWEEPS.glob("*.yaml")):
+        sweep = load_sweep(p)
+        assert sweep.cells(), p
+        for c in sweep.cells():
+            assert c.tables and c.tags[keys.TAG_CELL] == c.cell_id
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("base: {optim: {lr: [1, }\n", ["malformed YAML", "line"]),
+    ("base: {optim: {lrr: 1}}\ntables: [I]\n", ["base", "optim.lrr"]),
+    ("tables: [I]\nexperiments:\n  - set: {scenario: baseline}\n    grid: {model.depth: [1]}\n",
+     ["experiments[0].grid.model.depth", "unknown config key"]),
+    ("tables: [I]\nbogus: 1\n", ["bogus", "unknown key"]),
+    ("tables: [XI]\n", ["tables[0]", "unknown table"]),
+    ("tables: [I]\nset: {scenario: atf, aux: [nosuchset]}\n", ["aux[0]", "nosuchset"]),
+    ("tables: [I]\nset: {target: nowhere}\n", ["target", "nowhere"]),
+    ("tables: [I]\nset: {optim.lr: -0.1}\n", ["optim.lr", "out of range"]),
+    ("tables: [I]\nset: {scenario: atf, aux: [300w], atdp.decays: [1.5]}\n", ["atdp.decays[0]", "out of range"]),
+    ("tables: [I]\nset: {scenario: atf, aux: [300w]}\n"
+     "search: {space: {optim.lr: {loguniform: [1.0e-2, 1.0e-4]}}}\n",
+     ["search.space.optim.lr.loguniform", "bad range"]),
+    ("tables: [I]\nset: {scenario: atf, aux: [300w]}\n"
+     "search: {space: {atdp.decays: {uniform: [0.5, 1.2]}}}\n", ["atdp.decays[0]", "out of range"]),
+    ("tables: [I]\nset: {scenario: atf, aux: [300w]}\n"
+     "search: {metric: test/wflw/full/nme, space: {optim.lr: {uniform: [0.001, 0.01]}}}\n",
+     ["search.metric", "never a test metric"]),
+    ("tables: [I]\nresources: {gpu: -1}\n", ["resources.gpu"]),
+    ("tables: [I]\nset: {data.root: '${ATF_SURELY_UNSET_VAR}'}\n", ["set.data.root", "ATF_SURELY_UNSET_VAR"]),
+])
+def test_bad_input_is_one_line_naming_file_and_key(tmp_path, text, needles):
+    one_line_error(write(tmp_path, text), *needles)
+
+
+def test_include_env_and_set_override(tmp_path, monkeypatch):
+    write(tmp_path, "optim: {epochs: 3}\nmodel: {width_mult: 0.5}\n", "base.yaml")
+    monkeypatch.setenv("ATF_TEST_ROOT", "/some/where")
+    p = write(tmp_path, "include: base.yaml\nbase: {data.root: '${ATF_TEST_ROOT}', model.input_size: 48}\n"
+              "tables: [I]\nrepeats: 2\n")
+    sweep = load_sweep(p, {"optim.epochs": 5})
+    assert [c.seed for c in sweep.cells()] == [0, 1]
+    cfg = sweep.cells()[0].config
+    assert (cfg.optim.epochs, cfg.model.width_mult, cfg.data.root) == (5, 0.5, "/some/where")
+    rel = resolve_paths(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root="data/x")), tmp_path)
+    assert rel.data.root == str(tmp_path / "data" / "x")
+    bad_include = write(tmp_path, "include: base.yaml\ntables: [I]\n", "s2.yaml")
+    write(tmp_path, "optim: {epochz: 3}\n", "base.yaml")
+    with pytest.raises(SweepError, match="base.yaml.*optim.epochz"):
+        load_sweep(bad_include)
+
+
+def test_dry_run_lists_cells(tmp_path, capsys):
+    p = write(tmp_path, BASE + "tables: [III]\nset: {scenario: atf, aux: [300w]}\n"
+              "search: {num_samples: 3, space: {'atdp.ratios[0]': {choice: [2, 3]}}}\n")
+    assert main(["--dry-run", str(p)]) == 0
+    out = capsys.readouterr().out
+    cid = load_sweep(p).cells()[0].cell_id
+    assert cid in out and "tpex3" in out and "300w" in out
+    assert main(["--dry-run", str(write(tmp_path, "tables: [I]\nset: {optim.lr: 0}\n", "bad.yaml"))]) == 2
+    assert "optim.lr" in capsys.readouterr().err
