@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-import pandas as pd
 
 __all__ = ["AnnotationError", "AnnotationSet", "read_csv", "write_csv", "landmark_box", "Style"]
 
@@ -146,21 +145,18 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
     if num_points is not None and k != num_points:
         raise AnnotationError(f"{path}: header has {k} points, scheme {scheme or '?'} expects {num_points}")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: malformed CSV ({str(e).strip().splitlines()[-1]})") from None
-    n = len(df)
-    names = df.iloc[:, 0].str.strip()
-    empty = np.flatnonzero(names.to_numpy() == "")
-    if empty.size:
-        raise AnnotationError(f"{path}: row {empty[0] + 1}: empty {_NAME_COLUMN[style]}")
-    numeric = df.iloc[:, 1:]
-    values = numeric.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(n, -1)
-    bad_r, bad_c = np.nonzero(~np.isfinite(values))
-    if bad_r.size:
-        r, c = int(bad_r[0]), int(bad_c[0])
-        raise AnnotationError(f"{path}: row {r + 1}: column {numeric.columns[c]!r} is "
-                              f"{numeric.iat[r, c]!r}, not a finite number")
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))[1:]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AnnotationError(f"{path}: not a readable CSV ({e})") from None
+    rows = [r for r in rows if r]   # blank lines carry no face
+    n, width = len(rows), len(header)
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise AnnotationError(f"{path}: row {r + 1}: {len(row)} fields, header has {width}")
+        if not row[0].strip():
+            raise AnnotationError(f"{path}: row {r + 1}: empty {_NAME_COLUMN[style]}")
+    values = _floats([row[1:] for row in rows], header[1:], path).reshape(n, width - 1)
     col = {c: values[:, i] for i, c in enumerate(scalars)}
     lm = values[:, len(scalars):].reshape(n, k, 2)
     boxes = (np.stack([col[c] for c in BOX_COLUMNS], axis=1) if "left" in col
@@ -180,10 +176,30 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
             raise AnnotationError(f"{path}: row {zero[0] + 1}: {label} must be positive, got {v[zero[0]]:g}")
     f32 = np.float32
     return AnnotationSet(
-        dataset=dataset, scheme=scheme, source=str(path), images=tuple(names.tolist()),
+        dataset=dataset, scheme=scheme, source=str(path), images=tuple(row[0].strip() for row in rows),
         landmarks=lm.astype(f32), centers=np.asarray(centers, f32).reshape(n, 2),
         scales=np.asarray(scales, f32).reshape(n), boxes=boxes.astype(f32),
         box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32))
+
+
+def _floats(cells: list[list[str]], columns: list[str], path: Path) -> np.ndarray:
+    """Float64 array of the numeric cells; the first non-number or non-finite value is reported."""
+    try:
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:
+        values = None
+    if values is not None and np.isfinite(values).all():
+        return values
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            try:
+                ok = math.isfinite(float(cell))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise AnnotationError(f"{path}: row {r + 1}: column {columns[c].strip()!r} is {cell!r}, "
+                                      "not a finite number")
+    raise AnnotationError(f"{path}: unreadable numbers")   # unreachable: some cell failed above
 
 
 # -- writing -------------------------------------------------------------------------------
