@@ -3,9 +3,9 @@
     atf-eval --pred PRED.csv --gt GT.csv [--dataset NAME] [--json]
     atf-eval CHECKPOINT [options]          (delegated to atf.evaluate.checkpoint_main)
 
-Predictions are written in the annotation CSV layout. Rows are matched by image name (the
-k-th row of a name in PRED with the k-th row of that name in GT, since one image may hold
-several faces); the NME normaliser is the dataset's (eye corners, or AFLW's GT box_size).
+Predictions are written in the annotation CSV layout. Rows are matched by image name, in any
+order; when one image holds several faces, its rows are paired by least landmark distance.
+The NME normaliser is the dataset's (eye corners, or AFLW's GT box_size).
 """
 
 from __future__ import annotations
@@ -13,30 +13,50 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
+from collections import defaultdict
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from atf import keys
+from atf.datasets import dataset_for_points, get_dataset, normalizers
+from atf.metrics import nme, summarize
+from atf.readers import AnnotationError, AnnotationSet, read_csv
 
-__all__ = ["main", "score_files"]
+__all__ = ["main", "score_files", "match_rows"]
 
 
-def _keys(images: tuple[str, ...]) -> list[tuple[str, int]]:
-    seen: Counter[str] = Counter()
-    out = []
-    for name in images:
-        out.append((name, seen[name]))
-        seen[name] += 1
-    return out
+def match_rows(pred: AnnotationSet, gt: AnnotationSet, pred_name: str, gt_name: str) -> np.ndarray:
+    """For each prediction row, its GT row. Names match one to one; the faces of an image that
+    holds several are paired by least total landmark distance (order-independent)."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(gt.images):
+        rows[name].append(i)
+    mine: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(pred.images):
+        mine[name].append(i)
+    extra = [n for n in mine if len(mine[n]) > len(rows.get(n, ()))]
+    if extra:
+        raise AnnotationError(f"{pred_name}: {len(extra)} image name(s) with more rows than in {gt_name}, "
+                              f"first {extra[0]!r}")
+    missing = [n for n in rows if len(mine.get(n, ())) < len(rows[n])]
+    if missing:
+        raise AnnotationError(f"{pred_name}: {len(missing)} image(s) of {gt_name} have no prediction, "
+                              f"first {missing[0]!r}")
+    order = np.empty(len(pred), dtype=np.int64)
+    for name, p_idx in mine.items():
+        g_idx = rows[name]
+        if len(p_idx) == 1:
+            order[p_idx[0]] = g_idx[0]
+            continue
+        cost = np.linalg.norm(pred.landmarks[p_idx][:, None] - gt.landmarks[g_idx][None], axis=3).mean(axis=2)
+        r, c = linear_sum_assignment(cost)
+        order[np.asarray(p_idx)[r]] = np.asarray(g_idx)[c]
+    return order
 
 
 def score_files(pred_path: str, gt_path: str, dataset: str | None = None) -> tuple[str, int, dict[str, float]]:
     """(dataset, number of images, {keys.NME, keys.FR, keys.AUC}) of a prediction CSV against GT."""
-    from atf.datasets import dataset_for_points, get_dataset, normalizers
-    from atf.metrics import nme, summarize
-    from atf.readers import AnnotationError, read_csv
-
     gt = read_csv(gt_path)
     pred = read_csv(pred_path)
     name = dataset or dataset_for_points(gt.num_points)
@@ -44,19 +64,7 @@ def score_files(pred_path: str, gt_path: str, dataset: str | None = None) -> tup
     gt = read_csv(gt_path, dataset=spec.name, scheme=spec.scheme)
     if pred.num_points != gt.num_points:
         raise AnnotationError(f"{pred_path}: {pred.num_points} points, but {gt_path} has {gt.num_points}")
-    gt_rows = {k: i for i, k in enumerate(_keys(gt.images))}
-    pred_keys = _keys(pred.images)
-    extra = [k for k in pred_keys if k not in gt_rows]
-    if extra:
-        raise AnnotationError(f"{pred_path}: {len(extra)} prediction row(s) not in {gt_path}, "
-                              f"first {extra[0][0]!r}")
-    if len(pred_keys) != len(gt_rows):
-        have = set(pred_keys)
-        missing = next(k for k in gt_rows if k not in have)
-        raise AnnotationError(f"{pred_path}: {len(gt_rows) - len(pred_keys)} image(s) of {gt_path} "
-                              f"have no prediction, first {missing[0]!r}")
-    order = np.array([gt_rows[k] for k in pred_keys])
-    gt = gt.subset(order)
+    gt = gt.subset(match_rows(pred, gt, pred_path, gt_path))
     errors = nme(pred.landmarks, gt.landmarks, normalizers(gt))
     return spec.name, len(gt), summarize(errors)
 
@@ -72,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and "--pred" not in argv:
         from atf.evaluate import checkpoint_main  # the trainer's evaluation of a checkpoint
-        return int(checkpoint_main(argv) or 0)
+        try:
+            return int(checkpoint_main(argv) or 0)
+        except ValueError as e:   # CheckpointError, ConfigError, ...: one line, not a traceback
+            print(f"atf-eval: {e}", file=sys.stderr)
+            return 2
     ap = argparse.ArgumentParser(prog="atf-eval", description=__doc__.strip().splitlines()[0])
     ap.add_argument("--pred", required=True, help="predictions in the annotation CSV layout")
     ap.add_argument("--gt", required=True, help="ground-truth annotation CSV")
