@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from atf import datasets, keys, metrics
-from atf.config import DatasetPaths, RunConfig
+from atf.config import RunConfig
 from atf.data import LandmarkDataset, collate, flip_average
 from atf.heatmaps import decode, hm_to_crop
 from atf.losses import landmark_loss
@@ -45,6 +45,7 @@ class RunData:
         self.skipped = 0
         self._train: dict[str, AnnotationSet] = {}
         self._val: dict[str, AnnotationSet | None] = {}
+        datasets.apply_registry(cfg.data)  # user YAML schemes/datasets (a novel dataset, no code)
         names = [*cfg.datasets, *([cfg.novel] if cfg.novel else [])]
         for name in names:
             datasets.get_dataset(name)  # unknown dataset: one clear error before anything loads
@@ -52,9 +53,6 @@ class RunData:
             self._split(name)
 
     # -- metadata -------------------------------------------------------------------------------
-    def paths(self, name: str) -> DatasetPaths:
-        return self.cfg.data.paths.get(name, DatasetPaths())
-
     def scheme(self, name: str):
         return get_scheme(datasets.get_dataset(name).scheme)
 
@@ -62,10 +60,10 @@ class RunData:
         return self.scheme(name).num_points
 
     def images_dir(self, name: str) -> Path:
-        return datasets.images_dir(name, root=self.cfg.data.root, paths=self.paths(name))
+        return datasets.images_dir(name, root=self.cfg.data)
 
     def load(self, name: str, split: str, subset: str = "full") -> AnnotationSet:
-        return datasets.load_split(name, split, subset, root=self.cfg.data.root, paths=self.paths(name))
+        return datasets.load_split(name, split, subset, root=self.cfg.data)
 
     def train_size(self, name: str) -> int:
         return len(self._train[name].images)
@@ -112,10 +110,11 @@ class RunData:
         out = {}
         for subset in subsets or datasets.test_subsets(name):
             try:
-                aset = self.load(name, "test", subset)
-            except FileNotFoundError as e:
+                datasets.csv_path(name, "test", subset, root=self.cfg.data)
+            except datasets.DatasetError as e:
                 self.notes.append(f"test subset {name}/{subset} not evaluated: {e}")
                 continue
+            aset = self.load(name, "test", subset)
             if self.cfg.data.max_test and len(aset.images) > self.cfg.data.max_test:
                 aset = aset.subset(np.arange(self.cfg.data.max_test))
             out[subset] = self.dataset(name, aset, train=False)
@@ -292,5 +291,6 @@ class _EvalData(RunData):
     """RunData without training splits (evaluation needs test files only)."""
 
     def __init__(self, cfg: RunConfig) -> None:
+        datasets.apply_registry(cfg.data)
         self.cfg, self.notes, self.skipped = cfg, [], 0
         self._train, self._val = {}, {}
