@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -165,3 +167,17 @@ def test_freeze_trunk_keeps_weights_and_bn_statistics_through_a_training_step(na
     assert any(not torch.equal(a, b) for a, b in zip(head_before, model.heads["a"].parameters()))
     pruned = model.prune("a").train()
     assert not pruned.trunk.training        # the frozen state survives pruning
+
+
+def test_train_step_benchmark_runs_on_a_tiny_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_train_step.py"
+    spec = importlib.util.spec_from_file_location("bench_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_train_step", bench)   # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    for backbone in list_backbones():
+        ips, seconds, params = bench.bench(bench.Case(backbone, 32, 2, 5, 0.25), torch.device("cpu"), 0, 1, 0)
+        assert ips > 0 and seconds > 0 and params == count_params(tiny(backbone, {"t": 5}))
