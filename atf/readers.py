@@ -54,11 +54,11 @@ class AnnotationSet:
 
     @property
     def has_boxes(self) -> bool:
-        return bool(len(self) and np.isfinite(self.boxes).all())
+        return bool(np.isfinite(self.boxes).all())
 
     @property
     def has_box_sizes(self) -> bool:
-        return bool(len(self) and np.isfinite(self.box_sizes).all())
+        return bool(np.isfinite(self.box_sizes).all())
 
     def subset(self, idx: Sequence[int] | np.ndarray | slice) -> "AnnotationSet":
         """Rows `idx` (indices, boolean mask or slice) as a new set with the same metadata."""
