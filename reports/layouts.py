@@ -89,6 +89,7 @@ class Table:
     columns: tuple[Column, ...]
     sections: tuple[Section, ...]
     decimals: int = 2              # NME/FR digits as the paper prints them (AUC: always 4)
+    backbones: tuple[str, ...] = ()  # one-backbone tables: candidates, the paper's first
 
     def decimals_for(self, metric: str) -> int:
         return 4 if metric == keys.AUC else self.decimals
@@ -98,11 +99,12 @@ class Table:
         """Rows in named blocks (OCN / HRNET), as tables III and IV print them."""
         return any(r.group for s in self.sections for r in s.rows)
 
-    def selector(self, row: Row, column: Column) -> dict[str, str]:
-        """Tags a run must carry to fill (row, column): the column's, overlaid by the row's."""
+    def selector(self, row: Row, column: Column, backbone: str = "") -> dict[str, str]:
+        """Tags a run must carry to fill (row, column): the column's, overlaid by the row's
+        (and the table's chosen backbone for one-backbone tables)."""
         if row.select is None:
             return {}
-        return {**column.select, **row.select}
+        return {**column.select, **row.select, **({keys.TAG_BACKBONE: backbone} if backbone else {})}
 
     def metric_name(self, section: Section, column: Column) -> str:
         return keys.test_metric(column.dataset, column.subset, section.metric)
@@ -150,7 +152,7 @@ def _table(tid: str, raw: dict, paper: dict) -> Table:
                 raise LayoutError(f"table {tid} section {metric}: baseline/versus row {ref!r} missing")
         sections.append(Section(metric, tuple(rows[k] for k in s["rows"]), values))
     return Table(tid, raw["title"], " ".join(raw["caption"].split()), columns, tuple(sections),
-                 int(raw.get("decimals", 2)))
+                 int(raw.get("decimals", 2)), tuple(raw.get("backbones", ())))
 
 
 @cache

@@ -1,0 +1,136 @@
+"""atf-report: the paper's tables I-X (and figures) rebuilt from an MLflow store.
+
+Bad input (unknown table, empty or unreachable store, runs lacking metrics) gives a one-line
+message, and the report still renders what it can: a table without runs shows the paper's
+values beside dashes and says which sweep cell would fill each dash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import METRIC_COLUMNS, RUN_COLUMNS, RunFilter, Runs, StoreError, collect, parse_tag_filters
+from .compute import TableResult, compute_table
+from .figures import ArtifactCache, ced_figures, comparison_figure
+from .layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
+from .render import missing_groups, render_index, render_latex, render_markdown
+from .sweeps import SweepIndex
+
+__all__ = ["main", "build_report"]
+
+FORMATS = ("md", "tex")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atf-report", description=__doc__.splitlines()[0])
+    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
+    p.add_argument("--tables", default=",".join(TABLE_IDS), help="comma-separated, e.g. IV,VII")
+    p.add_argument("--format", default="md,tex", help="comma-separated of: md, tex")
+    p.add_argument("--sweep", default=None, help="only runs of this sweep (the sweep file's stem)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs with this tag (repeatable); KEY e.g. data, backbone, atf.seed")
+    p.add_argument("--sweeps-dir", type=Path, default=Path("sweeps"),
+                   help="sweep files consulted to say which cell fills a missing value")
+    p.add_argument("--no-figures", action="store_true", help="skip CED curves and the Fig. 5 picture")
+    return p
+
+
+def _formats(text: str) -> list[str]:
+    wanted = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in wanted if f not in FORMATS]
+    if bad or not wanted:
+        raise ValueError(f"--format {text!r}: choose from {','.join(FORMATS)}")
+    return wanted
+
+
+def _empty_runs(uri: str) -> Runs:
+    return Runs(uri, pd.DataFrame(columns=list(RUN_COLUMNS)), pd.DataFrame(columns=list(METRIC_COLUMNS)))
+
+
+def _figures(result: TableResult, runs: Runs, cache: ArtifactCache, out: Path,
+             want_fig5: bool) -> tuple[list[Path], list[str], str]:
+    """CED PNGs of one table (+ the Fig. 5 picture when still wanted): paths, notes, why no Fig. 5."""
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    paths, notes = ced_figures(result, cache, fig_dir)
+    why = ""
+    if want_fig5:
+        fig5, why = comparison_figure(result, runs, cache, fig_dir)
+        paths += [fig5] if fig5 else []
+    return paths, notes, why
+
+
+def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run_filter: RunFilter,
+                 sweeps_dir: Path, figures: bool = True) -> tuple[list[str], int]:
+    """Write the report; returns (notes for the user, exit status)."""
+    notes, status = [], 0
+    try:
+        runs = collect(uri, run_filter)
+        if runs.empty:
+            which = f" matching {run_filter}" if run_filter.sweep or run_filter.tags else ""
+            notes.append(f"no finished table runs in {uri}{which}; tables show the paper's values only")
+    except StoreError as exc:
+        notes.append(f"{exc}; tables show the paper's values only")
+        runs, status = _empty_runs(uri), 1
+    out.mkdir(parents=True, exist_ok=True)
+    sweeps = SweepIndex.from_dir(sweeps_dir, run_filter.sweep)
+    layouts = load_tables()
+    results, files, all_figs, fig5_why = [], {}, [], []
+    cache = ArtifactCache(uri) if figures and not runs.empty else None
+    try:
+        for tid in tables:
+            result = compute_table(layouts[tid], runs)
+            results.append(result)
+            notes += [f"Table {tid}: {p}" for p in sorted({c.problem for c in result.cells.values()
+                                                           if c.problem and c.ours})]
+            figs: list[str] = []
+            if cache is not None:
+                paths, more, why = _figures(result, runs, cache, out, not any("fig5_" in f for f in all_figs))
+                figs = [str(p.relative_to(out)) for p in paths]
+                all_figs += figs
+                notes += more
+                fig5_why += [why] if why else []
+            groups = missing_groups(result, sweeps)
+            files[tid] = []
+            if "md" in formats:
+                (out / f"table_{tid}.md").write_text(render_markdown(result, groups, figs))
+                files[tid].append(f"table_{tid}.md")
+            if "tex" in formats:
+                (out / f"table_{tid}.tex").write_text(render_latex(result))
+                files[tid].append(f"table_{tid}.tex")
+    finally:
+        if cache is not None:
+            cache.close()
+    if cache is not None and not any("fig5_" in f for f in all_figs):
+        # the most specific reason: a table that had a pair but lacked images beats one without a pair
+        specific = [w for w in fig5_why if w.startswith("Fig. 5")]
+        notes.append((specific or fig5_why or ["Fig. 5 skipped"])[0])
+    notes += sweeps.problems
+    (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs))
+    return notes, status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        tables = parse_table_ids(args.tables)
+        formats = _formats(args.format)
+        run_filter = RunFilter(args.sweep, parse_tag_filters(args.tag))
+    except (LayoutError, ValueError) as exc:
+        print(f"atf-report: {exc}", file=sys.stderr)
+        return 2
+    notes, status = build_report(args.mlflow_uri, args.out, tables, formats, run_filter,
+                                 args.sweeps_dir, figures=not args.no_figures)
+    for note in notes:
+        print(f"atf-report: {note}", file=sys.stderr)
+    print(f"atf-report: wrote {len(tables)} table(s) to {args.out}/index.md")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

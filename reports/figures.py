@@ -1,0 +1,168 @@
+"""Figures from run artifacts: CED curves per test set, and a Fig. 5-style picture.
+
+Why artifacts and not metrics: a CED curve and a landmark overlay need the per-image data the
+trainer logged (`keys.ced_artifact`, `keys.pred_artifact`); the ground truth and the images
+come from the data root recorded in the run's params, read with atf's own readers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from atf import keys  # noqa: E402
+
+from .collect import DATA_ROOT_PARAM, Runs  # noqa: E402
+from .compute import CellResult, TableResult  # noqa: E402
+
+__all__ = ["ArtifactCache", "ced_figures", "comparison_figure"]
+
+
+class ArtifactCache:
+    """Downloads each (run, artifact) once into a temporary folder (removed on close)."""
+
+    def __init__(self, uri: str):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.uri = uri
+        self._tmp = tempfile.TemporaryDirectory(prefix="atf-report-")
+        self.dir = Path(self._tmp.name)
+        self.got: dict[tuple[str, str], Path | None] = {}
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def get(self, run_id: str, path: str) -> Path | None:
+        """Local copy of artifact `path` of `run_id`; None when the run has no such file."""
+        if (run_id, path) not in self.got:
+            from mlflow.artifacts import download_artifacts
+            dst = self.dir / run_id / Path(path).parent   # ced/ and predictions/ share file names
+            dst.mkdir(parents=True, exist_ok=True)
+            try:
+                local = Path(download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=self.uri,
+                                                dst_path=str(dst)))
+                self.got[run_id, path] = local if local.is_file() else None
+            except Exception:  # absent artifact: the figure leaves the curve out and says so
+                self.got[run_id, path] = None
+        return self.got[run_id, path]
+
+
+def _mean_curve(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds' CED curves on the first curve's thresholds (fractions averaged)."""
+    frames = [pd.read_csv(p) for p in paths]
+    for f, p in zip(frames, paths):
+        if not {"threshold", "fraction"} <= set(f.columns):
+            raise ValueError(f"{p.name}: CED CSV needs columns threshold, fraction; has {list(f.columns)}")
+    grid = frames[0]["threshold"].to_numpy(dtype=float)
+    fr = [np.interp(grid, f["threshold"].to_numpy(float), f["fraction"].to_numpy(float)) for f in frames]
+    return grid, np.mean(fr, axis=0)
+
+
+def ced_figures(result: TableResult, cache: ArtifactCache, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """One PNG per test set of the table: a CED curve per method that has runs."""
+    t, figures, notes, absent = result.table, [], [], []
+    first = [c for (si, _, _), c in result.cells.items() if si == 0 and c.ours is not None]
+    by_set: dict[tuple[str, str], list[CellResult]] = {}
+    for cell in first:
+        by_set.setdefault((cell.column.dataset, cell.column.subset), []).append(cell)
+    for (dataset, subset), cells in by_set.items():
+        several = len({c.column.key for c in cells}) > 1
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+        drawn = 0
+        for cell in cells:
+            paths = [p for r in cell.ours.run_ids if (p := cache.get(r, keys.ced_artifact(dataset, subset)))]
+            if not paths:
+                absent.append(f"{cell.row.label} {dataset}/{subset}")
+                continue
+            try:
+                x, y = _mean_curve(paths)
+            except (ValueError, OSError) as exc:
+                notes.append(f"Table {t.id}: CED of {cell.row.label} unreadable ({exc})")
+                continue
+            label = cell.row.label + (f" ({cell.column.label})" if several else "")
+            ax.plot(x, y, label=f"{label} (n={len(paths)})")
+            drawn += 1
+        if drawn:
+            ax.set(xlabel="normalised error threshold", ylabel="fraction of test images",
+                   title=f"Table {t.id}: CED, {dataset} {subset}", ylim=(0, 1))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            path = out_dir / f"ced_{t.id}_{dataset}_{subset}.png"
+            fig.tight_layout()
+            fig.savefig(path)
+            figures.append(path)
+        plt.close(fig)
+    if absent:
+        notes.append(f"Table {t.id}: {len(absent)} CED curve(s) left out, no CED artifact "
+                     f"(first: {absent[0]})")
+    return figures, notes
+
+
+def _pairs(result: TableResult) -> list[tuple[CellResult, CellResult]]:
+    """(baseline, ATF) cells of the first section, HRNet first as in the paper's Fig. 5."""
+    out = []
+    for (si, _, _), cell in result.cells.items():
+        if si == 0 and cell.row.baseline and cell.ours is not None:
+            base = result.cell(0, cell.row.baseline, cell.column.key)
+            if base.ours is not None:
+                out.append((base, cell))
+    return sorted(out, key=lambda p: "hrnet" not in p[1].selector.get(keys.TAG_BACKBONE, ""))
+
+
+def comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out_dir: Path,
+                      count: int = 3) -> tuple[Path | None, str]:
+    """Input / baseline / ATF / ground truth for a few test images (the paper's Fig. 5)."""
+    import cv2
+
+    from atf.datasets import get_dataset, images_dir, load_split
+    from atf.readers import read_csv
+
+    pairs = _pairs(result)
+    if not pairs:
+        return None, f"Table {result.table.id}: no baseline/ATF pair with runs for a Fig. 5 picture"
+    base, ours = pairs[0]
+    dataset, subset = ours.column.dataset, ours.column.subset
+    run_b, run_o = base.ours.run_ids[0], ours.ours.run_ids[0]
+    roots = runs.runs.set_index("run_id")[DATA_ROOT_PARAM]
+    root = roots.get(run_o, "")
+    pred_b, pred_o = (cache.get(r, keys.pred_artifact(dataset, subset)) for r in (run_b, run_o))
+    if not (root and pred_b and pred_o):
+        return None, f"Fig. 5 skipped: predictions or the {DATA_ROOT_PARAM} param are missing for {dataset}"
+    try:
+        scheme = get_dataset(dataset).scheme
+        gt = load_split(dataset, "test", subset, root=root)
+        pb, po = (read_csv(p, dataset=dataset, scheme=scheme) for p in (pred_b, pred_o))
+        folder = images_dir(dataset, root)
+    except Exception as exc:  # annotations not on this machine: say so, keep the report going
+        return None, f"Fig. 5 skipped: ground truth for {dataset}/{subset} unreadable under {root} ({exc})"
+    index_b, index_o = ({n: i for i, n in enumerate(p.images)} for p in (pb, po))
+    shown = [i for i, n in enumerate(gt.images) if n in index_b and n in index_o
+             and (folder / n).is_file()][:count]
+    if not shown:
+        return None, f"Fig. 5 skipped: no test images of {dataset}/{subset} under {folder}"
+    fig, axes = plt.subplots(len(shown), 4, figsize=(10, 2.6 * len(shown)), dpi=100, squeeze=False)
+    for r, i in enumerate(shown):
+        name = gt.images[i]
+        image = cv2.cvtColor(cv2.imread(str(folder / name)), cv2.COLOR_BGR2RGB)
+        panels = [("input", None), (base.row.label, pb.landmarks[index_b[name]]),
+                  (ours.row.label, po.landmarks[index_o[name]]), ("ground truth", gt.landmarks[i])]
+        for c, (title, points) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(image)
+            if points is not None:
+                ax.scatter(points[:, 0], points[:, 1], s=4, c="lime" if c == 3 else "red")
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    path = out_dir / f"fig5_{result.table.id}_{dataset}_{subset}.png"
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path, ""
