@@ -206,7 +206,7 @@ def _floats(cells: list[list[str]], columns: list[str], path: Path) -> np.ndarra
 
 def _fmt(values: np.ndarray) -> list[str]:
     """Shortest text that reads back to the same float32."""
-    return [repr(float(v)) if not math.isfinite(v) else np.format_float_positional(v, unique=True, trim="-")
+    return [repr(float(v)) if not math.isfinite(v) else np.format_float_positional(v, unique=True, trim="0")
             for v in np.asarray(values, np.float32)]
 
 
@@ -249,7 +249,7 @@ def write_csv(aset: AnnotationSet, path: str | Path, with_box: bool | None = Non
     table = np.concatenate(cols, axis=1) if len(aset) else np.zeros((0, len(head) - 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
+        w = csv.writer(f, lineterminator="\r\n")   # the public files end rows with CRLF
         w.writerow(head)
         for name, row in zip(aset.images, table):
             w.writerow([name, *_fmt(row)])

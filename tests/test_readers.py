@@ -162,8 +162,9 @@ def test_real_round_trip_is_byte_exact_in_values(tmp_path, dataset, subset):
         for f in ("landmarks", "centers", "scales", "box_sizes"):
             assert np.array_equal(getattr(back, f), getattr(aset, f), equal_nan=True), f
         assert np.array_equal(back.boxes, aset.boxes) if with_box else not back.has_boxes
-    src_header = (ANNOTATIONS / dataset / csv_name(dataset, "test", subset, True)).open().readline()
-    assert (tmp_path / csv_name(dataset, "test", subset, True)).open().readline() == src_header
+    src_header = (ANNOTATIONS / dataset / csv_name(dataset, "test", subset, True)).open("rb").readline()
+    assert (tmp_path / csv_name(dataset, "test", subset, True)).open("rb").readline() == src_header
+    assert src_header.endswith(b"\r\n")
 
 
 # -- synthetic sets and bad input ------------------------------------------------------------
