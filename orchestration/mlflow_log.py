@@ -1,0 +1,227 @@
+"""MLflow layout of a sweep, written from the driver only.
+
+One parent run per sweep launch (keys.TAG_KIND "sweep"); one child run per
+cell (role cell) or per Optuna sample (role search), with the resolved config
+as flattened params, the keys.CELL_TAGS tags, per-epoch metrics (step = epoch
+across stages), the final test metrics and the artifacts (config, CED curves,
+predictions, pruned model).
+
+Why the driver: SQLite wants one writer, and a Tune callback sees every trial.
+Several sweeps may still share one store, so every call retries on "database
+is locked". A resumed or retried trial continues its own run, found by the
+cell-hash tag (and the Tune trial id for search samples).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from atf import keys
+from atf.config import RunConfig, to_dict
+
+__all__ = ["TrackingStore", "default_uri", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM"]
+
+TAG_ERROR = "atf.error"              # last error of a failed trial (first line)
+TAG_CHOSEN_FROM = "atf.chosen_from"  # tuned cell: run id of the search sample it reports
+_PARENT = "mlflow.parentRunId"
+_RUN_NAME = "mlflow.runName"
+T = TypeVar("T")
+
+
+def default_uri(cwd: Path | None = None) -> str:
+    return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
+
+
+def _locked(e: BaseException) -> bool:
+    text = f"{type(e).__name__} {e}".lower()
+    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+
+
+def with_retry(fn: Callable[[], T], attempts: int = 30, what: str = "mlflow") -> T:
+    """Call `fn`, retrying with jittered backoff while SQLite reports a lock."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - only lock errors are retried, others re-raised
+            if not _locked(e) or i == attempts - 1:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise RuntimeError(f"{what}: unreachable")
+
+
+def flat_params(cfg: RunConfig) -> dict[str, str]:
+    """Resolved config as dotted keys -> strings (MLflow params)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        else:
+            out[prefix] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    walk("", to_dict(cfg))
+    return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TrackingStore:
+    """Thin, retrying wrapper over MlflowClient with the sweep's run layout."""
+
+    def __init__(self, uri: str, experiment: str = "atf") -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = with_retry(lambda: self._experiment(experiment))
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):  # artifacts beside the database, wherever cwd is
+            location = (Path(self.uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception as e:  # noqa: BLE001 - another sweep created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise e
+            return exp.experiment_id
+
+    # -- queries ---------------------------------------------------------------------------------
+    def runs(self, filter_string: str) -> list[Any]:
+        out, token = [], None
+        while True:
+            page = with_retry(lambda: self.client.search_runs(
+                [self.experiment_id], filter_string, max_results=1000, page_token=token))
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def cell_runs(self, role: str = keys.ROLE_CELL) -> dict[str, list[Any]]:
+        """Trial runs of one role, by cell id (newest first)."""
+        found: dict[str, list[Any]] = {}
+        for r in self.runs(f"tags.`{keys.TAG_KIND}` = 'trial' AND tags.`{keys.TAG_ROLE}` = '{role}'"):
+            found.setdefault(r.data.tags.get(keys.TAG_CELL, ""), []).append(r)
+        for v in found.values():
+            v.sort(key=lambda r: r.info.start_time or 0, reverse=True)
+        return found
+
+    def finished_cells(self) -> dict[str, Any]:
+        """cell id -> its finished reported run (keys.TAG_STATUS finished, role cell)."""
+        out = {}
+        for cid, runs in self.cell_runs().items():
+            done = [r for r in runs if r.data.tags.get(keys.TAG_STATUS) == "finished"]
+            if done:
+                out[cid] = done[0]
+        return out
+
+    # -- parent ----------------------------------------------------------------------------------
+    def parent(self, sweep_name: str, sweep_file: str, run_id: str | None = None) -> str:
+        """The sweep's parent run: `run_id` when it still exists (resume), else a new one."""
+        if run_id:
+            try:
+                with_retry(lambda: self.client.get_run(run_id))
+                with_retry(lambda: self.client.update_run(run_id, status="RUNNING"))
+                return run_id
+            except Exception:  # noqa: BLE001 - deleted or another store: start a new parent
+                pass
+        tags = {keys.TAG_KIND: "sweep", keys.TAG_SWEEP: sweep_name, keys.TAG_STATUS: "running",
+                "atf.sweep_file": sweep_file}
+        run = with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=sweep_name))
+        return run.info.run_id
+
+    def close_parent(self, run_id: str, ok: bool, counts: dict[str, int]) -> None:
+        self.log_metrics(run_id, {f"sweep/{k}": float(v) for k, v in counts.items()}, step=0)
+        self.set_tags(run_id, {keys.TAG_STATUS: "finished" if ok else "failed"})
+        with_retry(lambda: self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))
+
+    # -- trial runs ------------------------------------------------------------------------------
+    def open_run(self, *, parent_id: str, sweep_name: str, tags: dict[str, str], role: str,
+                 trial_id: str, cfg: RunConfig, name: str) -> str:
+        """Continue this cell's unfinished run (or this sample's run), else create one."""
+        cid = tags[keys.TAG_CELL]
+        existing = None
+        for r in self.cell_runs(role).get(cid, []):
+            status = r.data.tags.get(keys.TAG_STATUS)
+            if role == keys.ROLE_SEARCH and r.data.tags.get(keys.TAG_TRIAL) != trial_id:
+                continue
+            if status != "finished":
+                existing = r.info.run_id
+                break
+        all_tags = {**tags, keys.TAG_KIND: "trial", keys.TAG_ROLE: role, keys.TAG_SWEEP: sweep_name,
+                    keys.TAG_TRIAL: trial_id, keys.TAG_STATUS: "running"}
+        if existing is None:
+            run = with_retry(lambda: self.client.create_run(
+                self.experiment_id, tags={**all_tags, _PARENT: parent_id}, run_name=name))
+            existing = run.info.run_id
+            self.log_params(existing, flat_params(cfg))
+        else:
+            with_retry(lambda: self.client.update_run(existing, status="RUNNING"))
+            self.set_tags(existing, all_tags)
+        return existing
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            chunk = items[i:i + 100]
+            with_retry(lambda: self.client.log_batch(run_id, params=chunk))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        with_retry(lambda: self.client.log_batch(run_id, tags=items))
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        ts = _now_ms()
+        items = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            with_retry(lambda: self.client.log_batch(run_id, metrics=chunk))
+
+    def log_history(self, run_id: str, history: Iterable[Metric]) -> None:
+        items = list(history)
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            with_retry(lambda: self.client.log_batch(run_id, metrics=chunk))
+
+    def finish(self, run_id: str, metrics: dict[str, float], bundle: Path | None, step: int) -> None:
+        self.log_metrics(run_id, metrics, step)
+        if bundle is not None and bundle.is_dir() and any(bundle.iterdir()):
+            with_retry(lambda: self.client.log_artifacts(run_id, str(bundle)))
+        self.set_tags(run_id, {keys.TAG_STATUS: "finished"})
+        with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))
+
+    def fail(self, run_id: str, error: str) -> None:
+        first = (error.strip().splitlines() or ["failed"])[-1][:500]
+        self.set_tags(run_id, {keys.TAG_STATUS: "failed", TAG_ERROR: first})
+        with_retry(lambda: self.client.set_terminated(run_id, "FAILED"))
+
+    def status(self, run_id: str) -> str:
+        return with_retry(lambda: self.client.get_run(run_id)).data.tags.get(keys.TAG_STATUS, "")
+
+    def add_tables(self, run: Any, tables: Iterable[str]) -> None:
+        """A reused cell also feeds this sweep's tables: unite its tables tag."""
+        from orchestration.cells import table_tag
+        old = [t for t in run.data.tags.get(keys.TAG_TABLES, "").split(",") if t]
+        new = table_tag([*old, *tables])
+        if new != run.data.tags.get(keys.TAG_TABLES):
+            self.set_tags(run.info.run_id, {keys.TAG_TABLES: new})
+
+    def copy_history(self, src_run_id: str, dst_run_id: str) -> None:
+        """Per-epoch metric history of a search sample, onto the cell run that reports it."""
+        run = with_retry(lambda: self.client.get_run(src_run_id))
+        for key in run.data.metrics:
+            hist = with_retry(lambda: self.client.get_metric_history(src_run_id, key))
+            self.log_history(dst_run_id, [Metric(m.key, m.value, m.timestamp, m.step) for m in hist])

@@ -1,0 +1,188 @@
+"""The Ray Tune function trainable: one trial = one `atf.train.train` call.
+
+Ray Tune example style: `cell_trainable` is a plain function; the helpers
+below it have no Ray in them (they pack checkpoints, build the config, shape
+metrics). Every epoch is reported with a checkpoint (last.pt, plus best.pt so a
+restored trial still knows its best epoch); a restored trial unpacks it into
+its run folder and passes `resume=` to the trainer. The final report carries a
+result bundle (config, CED curves, predictions, pruned model, result.json) as
+its checkpoint, so the driver can log artifacts even when the trial ran on
+another node.
+
+Fault knob for tests and drills (real faults, not mocks): a payload "fault"
+{"mode": "raise"|"kill", "epoch": k, "marker": path} raises inside the trainer
+callback at epoch k (every attempt), or SIGKILLs the trial's own process at
+epoch k on the first attempt only (the marker file records that it fired).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from atf import keys
+from atf.config import RunConfig, from_dict, to_dict
+
+__all__ = [
+    "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
+    "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
+    "trainer",
+]
+
+FINAL = "atf/final"        # 1.0 on the last report of a trial (carries the test metrics)
+STEP = "atf/step"          # epoch counted across stages: the MLflow step
+_PACKED = "atf_files.json"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault knob; a real exception inside the trainer's epoch callback."""
+
+
+def trainer() -> Callable[..., Any]:
+    """`atf.train.train`, or the callable named by $ATF_SWEEP_TRAINER ("module:function")."""
+    spec = os.environ.get("ATF_SWEEP_TRAINER", "atf.train:train")
+    module, _, name = spec.partition(":")
+    import importlib
+    return getattr(importlib.import_module(module), name)
+
+
+def build_config(payload: dict[str, Any], sampled: dict[str, Any] | None) -> RunConfig:
+    """The trial's RunConfig: the cell's config with the search sample applied."""
+    cfg = from_dict(RunConfig, payload["config"])
+    if sampled:
+        from orchestration.sweepfile import apply_values
+        cfg = apply_values(cfg, sampled)
+    return cfg
+
+
+def stage_offsets(cfg: RunConfig) -> list[int]:
+    """Epochs before each stage (main, joint, novel), so steps never go back."""
+    sizes = [cfg.optim.epochs]
+    if cfg.scenario in (keys.SCENARIO_JOINT, keys.SCENARIO_NOVEL):
+        sizes.append(cfg.finetune.epochs)
+    if cfg.scenario == keys.SCENARIO_NOVEL:
+        sizes.append(cfg.finetune.epochs)
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def epoch_metrics(cfg: RunConfig, stage: int, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+    offsets = stage_offsets(cfg)
+    step = (offsets[stage] if stage < len(offsets) else offsets[-1]) + epoch
+    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating))}
+    out.update({keys.STAGE: float(stage), keys.EPOCH: float(epoch), STEP: float(step), FINAL: 0.0})
+    return out
+
+
+def final_metrics(result: Any) -> dict[str, float]:
+    out = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float, np.floating))}
+    out[FINAL] = 1.0
+    return out
+
+
+def pack_checkpoint(out_dir: Path, last: Path, dest: Path) -> None:
+    """Copy last.pt (and best.pt beside it) into `dest`, remembering their places under out_dir."""
+    files = [last] + [p for p in (last.parent / "best.pt",) if p.is_file() and p != last]
+    rel = []
+    for f in files:
+        r = f.resolve().relative_to(out_dir.resolve()) if f.resolve().is_relative_to(out_dir.resolve()) \
+            else Path(f.name)
+        (dest / r).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest / r)
+        rel.append(str(r))
+    (dest / _PACKED).write_text(json.dumps({"files": rel, "last": rel[0]}))
+
+
+def unpack_checkpoint(src: Path, out_dir: Path) -> Path:
+    """Put a packed checkpoint back under out_dir; returns the last.pt to resume from."""
+    info = json.loads((src / _PACKED).read_text())
+    for r in info["files"]:
+        (out_dir / r).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / r, out_dir / r)
+    return out_dir / info["last"]
+
+
+def write_bundle(result: Any, out_dir: Path, dest: Path) -> None:
+    """Artifacts of a finished run under their keys.* names, ready to log from anywhere."""
+    cfg_file = out_dir / keys.ARTIFACT_CONFIG
+    if cfg_file.is_file():
+        shutil.copy2(cfg_file, dest / keys.ARTIFACT_CONFIG)
+    for (dataset, subset), curve in result.ced.items():
+        path = dest / keys.ced_artifact(dataset, subset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(path, np.asarray(curve, dtype=float).reshape(-1, 2), delimiter=",",
+                   header="threshold,fraction", comments="", fmt="%.6g")
+    for (dataset, subset), src in result.predictions.items():
+        path = dest / keys.pred_artifact(dataset, subset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, path)
+    model = dest / keys.ARTIFACT_MODEL_DIR
+    model.mkdir(exist_ok=True)
+    if result.exported_model and Path(result.exported_model).exists():
+        src = Path(result.exported_model)
+        for f in ([src] if src.is_file() else sorted(src.iterdir())):
+            shutil.copy2(f, model / f.name)
+    elif Path(result.best_checkpoint).is_file():
+        shutil.copy2(result.best_checkpoint, model / Path(result.best_checkpoint).name)
+    (dest / "result.json").write_text(json.dumps({
+        "metrics": {k: float(v) for k, v in result.metrics.items()}, "best_epoch": result.best_epoch,
+        "seconds": result.seconds, "notes": list(result.notes)}, indent=1))
+
+
+def fire_fault(fault: dict[str, Any] | None, stage: int, epoch: int) -> None:
+    """The fault knob (see module docstring); fires at the given main-stage epoch."""
+    if not fault or stage != 0 or epoch != int(fault["epoch"]):
+        return
+    if fault["mode"] == "raise":
+        raise InjectedFault(f"injected fault at epoch {epoch}")
+    marker = Path(fault["marker"])
+    if fault["mode"] == "kill" and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _threads(n: float) -> None:
+    import torch
+    torch.set_num_threads(max(1, int(n)))
+
+
+def cell_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: config = {"cell": payload, "search": sampled values (optional)}."""
+    from ray import tune
+
+    payload = config["cell"]
+    cfg = build_config(payload, config.get("search"))
+    _threads(payload.get("threads", 1))
+    out_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if (Path(d) / _PACKED).is_file():
+                resume = unpack_checkpoint(Path(d), out_dir)
+
+    def on_epoch(report: Any) -> None:
+        fire_fault(payload.get("fault"), report.stage, report.epoch)
+        with tempfile.TemporaryDirectory(prefix="atf-ckpt-") as tmp:
+            pack_checkpoint(out_dir, Path(report.checkpoint), Path(tmp))
+            tune.report(epoch_metrics(cfg, report.stage, report.epoch, report.metrics),
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    result = trainer()(cfg, out_dir, on_epoch=on_epoch, resume=resume)
+    with tempfile.TemporaryDirectory(prefix="atf-result-") as tmp:
+        write_bundle(result, out_dir, Path(tmp))
+        tune.report(final_metrics(result), checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def payload(cell_id: str, cfg: RunConfig, role: str, threads: float,
+            fault: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the driver hands a trial: the config as a plain dict plus bookkeeping."""
+    return {"cell_id": cell_id, "config": to_dict(cfg), "role": role, "threads": threads, "fault": fault}

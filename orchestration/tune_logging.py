@@ -1,0 +1,113 @@
+"""The Tune callback that writes MLflow from the driver (see orchestration.mlflow_log).
+
+Each trial maps to one run: opened (or continued) on start, per-epoch metrics
+on each result, test metrics and artifacts from the final result's bundle on
+completion, failed on a terminal error. `record_result` does the completion
+step from a Tune `Result` too, so the runner can reconcile after a killed
+driver (a trial Tune finished but MLflow never heard of).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from atf import keys
+from orchestration.cells import cell_tags
+from orchestration.mlflow_log import TrackingStore
+from orchestration.trainable import FINAL, STEP, build_config
+
+__all__ = ["MlflowCallback", "trial_tags", "final_to_log"]
+
+
+def trial_tags(payload: dict[str, Any], sampled: dict[str, Any] | None) -> dict[str, str]:
+    """Tags of a trial's run: the cell's tags, or a search sample's own (no tables: not reported)."""
+    if not sampled:
+        return dict(payload["tags"])
+    cfg = build_config(payload, sampled)
+    tags = cell_tags(cfg, [], provenance=payload["tags"][keys.TAG_DATA])
+    tags[keys.TAG_CELL] = payload["cell_id"]
+    return tags
+
+
+def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
+    """Final metrics worth logging; a search sample keeps its test metrics out of MLflow."""
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or k in (FINAL, STEP):
+            continue
+        if keys.parse_test_metric(k) is not None and role == keys.ROLE_SEARCH:
+            continue
+        if keys.parse_test_metric(k) or k.startswith(("val/", "time/")):
+            out[k] = float(v)
+    return out
+
+
+class MlflowCallback(Callback):
+    """Picklable (Tune stores callbacks with the experiment): the store reconnects lazily."""
+
+    def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str) -> None:
+        self.uri, self.experiment = uri, experiment
+        self.parent_id, self.sweep_name = parent_id, sweep_name
+        self.runs: dict[str, str] = {}   # trial id -> run id
+        self._store: TrackingStore | None = None
+
+    @property
+    def store(self) -> TrackingStore:
+        if self._store is None:
+            self._store = TrackingStore(self.uri, self.experiment)
+        return self._store
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None, "runs": {}}
+
+    def run_for(self, trial_id: str, config: dict[str, Any]) -> str:
+        if trial_id not in self.runs:
+            payload, sampled = config["cell"], config.get("search")
+            cfg = build_config(payload, sampled)
+            name = payload["cell_id"] if not sampled else f"{payload['cell_id']}-{trial_id}"
+            self.runs[trial_id] = self.store.open_run(
+                parent_id=self.parent_id, sweep_name=self.sweep_name, tags=trial_tags(payload, sampled),
+                role=payload["role"], trial_id=trial_id, cfg=cfg, name=name)
+        return self.runs[trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.run_for(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(FINAL) == 1.0:
+            return
+        run_id = self.run_for(trial.trial_id, trial.config)
+        metrics = {k: v for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and (k.startswith(("train/", "val/", "time/")) or k in (keys.EPOCH, keys.STAGE))}
+        self.store.log_metrics(run_id, metrics, step=int(result.get(STEP, result.get("training_iteration", 0))))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record_result(self.store, self.run_for(trial.trial_id, trial.config), trial.last_result or {},
+                      trial.checkpoint, trial.config["cell"]["role"])
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = ""
+        if getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
+            error = Path(trial.error_file).read_text()
+        self.store.fail(self.run_for(trial.trial_id, trial.config), error or "trial failed")
+
+
+def record_result(store: TrackingStore, run_id: str, metrics: dict[str, Any], checkpoint: Any,
+                  role: str) -> None:
+    """Final metrics + artifacts from the result bundle; finished. Idempotent."""
+    if store.status(run_id) == "finished":
+        return
+    step = int(metrics.get(STEP, 0))
+    if checkpoint is None:
+        store.finish(run_id, final_to_log(metrics, role), None, step)
+        return
+    with tempfile.TemporaryDirectory(prefix="atf-bundle-") as tmp:
+        checkpoint.to_directory(tmp)
+        for junk in Path(tmp).glob(".*"):  # Tune's own metadata files
+            junk.unlink() if junk.is_file() else None
+        store.finish(run_id, final_to_log(metrics, role), Path(tmp), step)
