@@ -1,53 +1,45 @@
-"""Write SynthFace annotations in exactly the real CSV layouts (column names, order, CRLF rows).
+"""Write SynthFace annotations through `atf.readers.write_csv`, the project's one CSV writer.
 
-Why a module of its own: the column style differs per dataset (HRNet style for WFLW/300W, COFW's
-`filename`/`landmark_i`, AFLW's extra `box_size`), and the writer must match `atf.readers`. When
-`atf.readers.write_csv` is available it is the single source; this module only maps rows to it.
+Why: synthetic files must be indistinguishable in layout from the real ones (column style per
+dataset, AFLW's box_size, CRLF rows), and the reader/writer pair in `atf.readers` is the single
+source of that layout. This module only turns generator rows into an `AnnotationSet`.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["STYLE", "file_name", "write_rows"]
+from atf.readers import AnnotationSet, write_csv
 
-# dataset -> column style of its real CSV files
-STYLE = {"wflw": "hrnet", "300w": "hrnet", "cofw": "cofw", "aflw": "aflw"}
+__all__ = ["file_name", "to_annotation_set", "write_rows"]
 
 
 def file_name(dataset: str, suffix: str, with_box: bool) -> str:
-    """`face_landmarks_<dataset>_<suffix>[_with_box].csv`."""
+    """`face_landmarks_<dataset>_<suffix>[_with_box].csv` (stems match `atf.datasets`)."""
     return f"face_landmarks_{dataset}_{suffix}{'_with_box' if with_box else ''}.csv"
 
 
-def _header(style: str, k: int, with_box: bool) -> list[str]:
-    box = ["left", "top", "right", "bottom"] if with_box else []
-    if style == "cofw":
-        return ["filename", *box, *[f"landmark_{i}_{a}" for i in range(k) for a in "xy"]]
-    head = ["image_name", "scale"] + (["box_size"] if style == "aflw" else []) + ["center_w", "center_h"]
-    return head + box + [f"original_{i}_{a}" for i in range(k) for a in "xy"]
+def to_annotation_set(dataset: str, scheme: str, rows: Sequence[dict], source: str) -> AnnotationSet:
+    """Generator rows (image, landmarks [K,2], center, scale, box, box_size) -> AnnotationSet."""
+    n = len(rows)
+    k = len(rows[0]["landmarks"]) if rows else 0
+    f32 = np.float32
+
+    def stack(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        return np.asarray([r[key] for r in rows], f32).reshape(shape) if n else np.zeros(shape, f32)
+
+    # round like the public files: scale to 3 decimals, centre to 0.5 px
+    scales = np.round(stack("scale", (n,)), 3)
+    return AnnotationSet(
+        dataset=dataset, scheme=scheme, source=source, images=tuple(r["image"] for r in rows),
+        landmarks=np.round(stack("landmarks", (n, k, 2)), 3), centers=np.round(stack("center", (n, 2)) * 2) / 2,
+        scales=scales, boxes=np.round(stack("box", (n, 4)), 3),
+        box_sizes=(scales * 200).astype(f32) if dataset == "aflw" else np.full(n, np.nan, f32))
 
 
 def write_rows(dataset: str, scheme: str, rows: Sequence[dict], path: Path, with_box: bool) -> None:
-    """Rows (image, landmarks [K,2], center, scale, box, box_size) -> one CSV file."""
-    style = STYLE[dataset]
-    k = len(rows[0]["landmarks"]) if rows else 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\r\n")
-        w.writerow(_header(style, k, with_box))
-        for r in rows:
-            vals: list[str] = [r["image"]]
-            if style != "cofw":
-                vals.append(f"{r['scale']:.3f}")
-                if style == "aflw":
-                    vals.append(f"{r['box_size']:.1f}")
-                vals += [f"{v:.1f}" for v in r["center"]]
-            if with_box:
-                vals += [f"{v:.4f}" for v in r["box"]]
-            vals += [f"{v:.4f}" for v in np.asarray(r["landmarks"]).reshape(-1)]
-            w.writerow(vals)
+    """Rows -> one CSV in the real layout of `dataset`."""
+    write_csv(to_annotation_set(dataset, scheme, rows, source=f"synthface:{path.name}"), path, with_box=with_box)
