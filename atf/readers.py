@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["AnnotationError", "AnnotationSet", "read_csv", "write_csv", "landmark_box", "Style"]
 
@@ -144,19 +146,12 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
         num_points = get_scheme(scheme).num_points
     if num_points is not None and k != num_points:
         raise AnnotationError(f"{path}: header has {k} points, scheme {scheme or '?'} expects {num_points}")
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))[1:]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise AnnotationError(f"{path}: not a readable CSV ({e})") from None
-    rows = [r for r in rows if r]   # blank lines carry no face
-    n, width = len(rows), len(header)
-    for r, row in enumerate(rows):
-        if len(row) != width:
-            raise AnnotationError(f"{path}: row {r + 1}: {len(row)} fields, header has {width}")
-        if not row[0].strip():
-            raise AnnotationError(f"{path}: row {r + 1}: empty {_NAME_COLUMN[style]}")
-    values = _floats([row[1:] for row in rows], header[1:], path).reshape(n, width - 1)
+    fast = _fast_table(path, len(header))
+    if fast is not None:
+        images, values = fast
+    else:
+        images, values = _checked_table(path, header, style)
+    n = len(images)
     col = {c: values[:, i] for i, c in enumerate(scalars)}
     lm = values[:, len(scalars):].reshape(n, k, 2)
     boxes = (np.stack([col[c] for c in BOX_COLUMNS], axis=1) if "left" in col
@@ -176,10 +171,50 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
             raise AnnotationError(f"{path}: row {zero[0] + 1}: {label} must be positive, got {v[zero[0]]:g}")
     f32 = np.float32
     return AnnotationSet(
-        dataset=dataset, scheme=scheme, source=str(path), images=tuple(row[0].strip() for row in rows),
+        dataset=dataset, scheme=scheme, source=str(path), images=images,
         landmarks=lm.astype(f32), centers=np.asarray(centers, f32).reshape(n, 2),
         scales=np.asarray(scales, f32).reshape(n), boxes=boxes.astype(f32),
         box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32))
+
+
+def _fast_table(path: Path, width: int) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """Names and numbers via pandas' C parser, or None when anything looks off (then the slow,
+    row-checking reader runs and names the bad row)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            df = pd.read_csv(path, dtype={0: str}, index_col=False, skip_blank_lines=True,
+                             keep_default_na=False, na_values=[])
+    except Exception:   # any parser complaint: let the checked reader produce the message
+        return None
+    if df.shape[1] != width:
+        return None
+    numeric = df.iloc[:, 1:]
+    if not all(pd.api.types.is_float_dtype(t) or pd.api.types.is_integer_dtype(t) for t in numeric.dtypes):
+        return None
+    values = numeric.to_numpy(np.float64)
+    names = df.iloc[:, 0].astype(str).str.strip()
+    if not np.isfinite(values).all() or (names == "").any():
+        return None
+    return tuple(names.tolist()), values
+
+
+def _checked_table(path: Path, header: list[str], style: Style) -> tuple[tuple[str, ...], np.ndarray]:
+    """Row-by-row reader that reports the first bad row (1-based) and column."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))[1:]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AnnotationError(f"{path}: not a readable CSV ({e})") from None
+    rows = [r for r in rows if r]   # blank lines carry no face
+    width = len(header)
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise AnnotationError(f"{path}: row {r + 1}: {len(row)} fields, header has {width}")
+        if not row[0].strip():
+            raise AnnotationError(f"{path}: row {r + 1}: empty {_NAME_COLUMN[style]}")
+    values = _floats([row[1:] for row in rows], header[1:], path).reshape(len(rows), width - 1)
+    return tuple(row[0].strip() for row in rows), values
 
 
 def _floats(cells: list[list[str]], columns: list[str], path: Path) -> np.ndarray:
@@ -203,12 +238,6 @@ def _floats(cells: list[list[str]], columns: list[str], path: Path) -> np.ndarra
 
 
 # -- writing -------------------------------------------------------------------------------
-
-def _fmt(values: np.ndarray) -> list[str]:
-    """Shortest text that reads back to the same float32."""
-    return [repr(float(v)) if not math.isfinite(v) else np.format_float_positional(v, unique=True, trim="0")
-            for v in np.asarray(values, np.float32)]
-
 
 def write_csv(aset: AnnotationSet, path: str | Path, with_box: bool | None = None,
               style: Style | None = None, box_size: bool | None = None) -> Path:
@@ -247,10 +276,9 @@ def write_csv(aset: AnnotationSet, path: str | Path, with_box: bool | None = Non
     head += [f"{prefix}_{i}_{a}" for i in range(k) for a in "xy"]
     cols.append(aset.landmarks.reshape(len(aset), 2 * k))
     table = np.concatenate(cols, axis=1) if len(aset) else np.zeros((0, len(head) - 1))
+    # float32 columns print as the shortest text that reads back to the same float32 ("0.455")
+    df = pd.DataFrame(table.astype(np.float32), columns=head[1:])
+    df.insert(0, head[0], list(aset.images))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\r\n")   # the public files end rows with CRLF
-        w.writerow(head)
-        for name, row in zip(aset.images, table):
-            w.writerow([name, *_fmt(row)])
+    df.to_csv(path, index=False, lineterminator="\r\n")   # the public files end rows with CRLF
     return path
