@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .collect import METRIC_COLUMNS, RUN_COLUMNS, RunFilter, Runs, StoreError, collect, parse_tag_filters
-from .compute import TableResult, compute_table
+from .compute import NO_RUN, TableResult, compute_table
 from .figures import ArtifactCache, ced_figures, comparison_figure
 from .layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
 from .render import missing_groups, render_index, render_latex, render_markdown
@@ -87,7 +87,7 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
             result = compute_table(layouts[tid], runs)
             results.append(result)
             notes += [f"Table {tid}: {p}" for p in sorted({c.problem for c in result.cells.values()
-                                                           if c.problem and c.ours})]
+                                                           if c.problem not in ("", NO_RUN)})]
             figs: list[str] = []
             if cache is not None:
                 paths, more, why = _figures(result, runs, cache, out, not any("fig5_" in f for f in all_figs))

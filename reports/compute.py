@@ -17,8 +17,10 @@ from atf import keys
 from .collect import Runs
 from .layouts import Column, Row, Section, Table
 
-__all__ = ["Stat", "CellResult", "Comparison", "TableResult", "compute_table", "match_runs",
+__all__ = ["NO_RUN", "Stat", "CellResult", "Comparison", "TableResult", "compute_table", "match_runs",
            "relative_change", "exceeds_spread"]
+
+NO_RUN = "no finished run"
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def match_runs(runs: pd.DataFrame, selector: dict[str, str]) -> pd.DataFrame:
 
 def _stat(runs: Runs, matched: pd.DataFrame, metric_name: str) -> tuple[Stat | None, str]:
     if matched.empty:
-        return None, "no finished run"
+        return None, NO_RUN
     m = runs.metrics
     vals = m[(m["name"] == metric_name) & m["run_id"].isin(matched["run_id"])]
     if vals.empty:

@@ -1,0 +1,270 @@
+"""atf-report tables: the paper's layouts and numbers, cell values from a real MLflow store,
+Markdown / LaTeX output, and the CLI's handling of bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_report_store import SYNTH, fill_store
+
+from atf import keys
+from reports.cli import main
+from reports.collect import METRIC_COLUMNS, RUN_COLUMNS, Runs, collect
+from reports.compute import Stat, compute_table, exceeds_spread, relative_change
+from reports.layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
+from reports.render import DASH, missing_groups, render_latex, render_markdown
+from reports.sweeps import SweepIndex
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_NAME = "000_db4e69fa177b2077.txt"
+
+# The paper's tables as printed: column labels, then (section metric, row labels) in order.
+SOTA_I = ["SDM [14]", "CFSS [36]", "DVLN [22]", "LAB [4]", "PDB [17]", "DCFE [37]", "DeCaFA [38]",
+          "AS w. SAN [39]"]
+SOTA_I_FR = ["CFSS [36]", "DVLN [22]", "LAB [4]", "Wing [17]", "DeCaFA [38]", "AS w. SAN [39]"]
+OURS_I = ["OCN", "OCNMP", "HRNET [20]", "HRNETMP"]
+WFLW_COLS = ["test", "blur", "exp.", "ill.", "pose", "mu.", "occ."]
+VII_ROWS = ["COFW_{wod}", "COFW_{wd}", "300W_{wod}", "300W_{wd}", "AFLW_{wod}", "AFLW_{wd}"]
+EXPECTED = {
+    "I": (["Fullset", "Pose", "Exp.", "Ill.", "Mu.", "Occ.", "Blur"],
+          [("nme", SOTA_I + OURS_I), ("fr", SOTA_I_FR + OURS_I), ("auc", SOTA_I_FR + OURS_I)]),
+    "II": (["300W Full", "300W Com.", "300W Ch.", "COFW Full", "AFLW Full"],
+           [("nme", ["RAR [40]", "RCN [41]", "DAN [19]", "DAC-CSR [42]", "SAN [18]", "RCN+ [43]",
+                     "PDB [17]", "LAB [4]", "DCFE [37]", "TS3 [44]", "LaplaceKL [45]", "ODN [46]",
+                     "AS w. SAN [39]", "HG-HSLE [47]"] + OURS_I)]),
+    "III": (WFLW_COLS, [("nme", ["baseline", "ATF_{WC}", "ATF_{W3}", "ATF_{WA}"] * 2)]),
+    "IV": (["full", "com.", "cha.", "test"], [("nme", ["baseline", "ATF_{3C}", "ATF_{3A}", "ATF_{3W}"] * 2)]),
+    "V": (["HRNET test", "OCN test"], [("nme", ["baselines", "ATF_{C3}", "ATF_{CA}", "ATF_{CW}"])]),
+    "VI": (["HRNET test", "OCN test"], [("nme", ["baselines", "ATF_{A3}", "ATF_{AC}", "ATF_{AW}"])]),
+    "VII": (WFLW_COLS, [("nme", VII_ROWS), ("fr", VII_ROWS), ("auc", VII_ROWS)]),
+    "VIII": (["WFLW(main)", "COFW(auxiliary)", "300W(novel)"], [("nme", ["baseline [20]", "ATF"])]),
+    "IX": (["WFLW(main)", "300W(auxiliary)", "COFW(novel)"], [("nme", ["baseline [20]", "ATF"])]),
+    "X": (["3W", "3A", "3C", "W3", "WA", "WC"], [("nme", ["baseline", "L_AT", "L_MB"])]),
+}
+
+
+def _paper_text() -> str | None:
+    candidates = [Path(os.environ.get("ATF_PAPER_TEXT", "/nonexistent")),
+                  REPO / "shared" / "seed" / PAPER_NAME, REPO.parent / "shared" / "seed" / PAPER_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    return None
+
+
+def _collapse(values: list[float]) -> list[float]:
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tables")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    return uri, fill_store(uri, tmp), collect(uri)
+
+
+def _empty() -> Runs:
+    return Runs("none", pd.DataFrame(columns=list(RUN_COLUMNS)), pd.DataFrame(columns=list(METRIC_COLUMNS)))
+
+
+# -- the paper, transcribed once --------------------------------------------------------------
+
+def test_layouts_match_the_papers_tables():
+    tables = load_tables()
+    assert list(tables) == list(TABLE_IDS)
+    for tid, (columns, sections) in EXPECTED.items():
+        t = tables[tid]
+        assert [c.label for c in t.columns] == columns, tid
+        assert [(s.metric, [r.label for r in s.rows]) for s in t.sections] == sections, tid
+
+
+def test_paper_values_against_the_text():
+    text = _paper_text()
+    if text is None:
+        pytest.skip("paper text not on this machine (set ATF_PAPER_TEXT to its path)")
+    lines = [[float(x) for x in re.findall(r"\d+\.\d+", line)] for line in text.splitlines()]
+    checked = 0
+    for t in load_tables().values():
+        for s in t.sections:
+            for key, values in s.paper.items():
+                want = _collapse([v for v in values if v is not None])
+                if not want:
+                    continue
+                found = any(_collapse(nums)[i:i + len(want)] == want
+                            for nums in lines for i in range(len(nums)))
+                assert found, f"Table {t.id} {s.metric} {key}: {want} not in the paper's text"
+                checked += 1
+    assert checked > 90
+    # spot checks at known places, so a shifted row cannot pass by coincidence
+    iv = load_tables()["IV"].sections[0].paper
+    assert iv["HRNET_3W"] == (3.17, 2.75, 4.89, 3.65)
+    assert "3.17\t2.75\t4.89\t3.65" in text
+    first = load_tables()["I"]
+    assert first.sections[1].paper["HRNETMP"][1] == 13.19
+    assert "HRNETMP\t2.52\t13.19\t2.23\t2.44\t0.49\t5.03\t3.88" in text
+
+
+def test_bad_table_ids():
+    assert parse_table_ids("vii, IV") == ["IV", "VII"]
+    with pytest.raises(LayoutError, match="unknown table"):
+        parse_table_ids("IV,XI")
+
+
+# -- cells ---------------------------------------------------------------------------------------
+
+def test_relative_change_and_spread():
+    assert math.isclose(relative_change(3.17, 3.32, False), 4.518, rel_tol=1e-3)  # the paper's 4.5%
+    assert relative_change(0.56, 0.54, True) > 0
+    a, b = Stat(3.0, 0.1, 2, ("0", "1"), ("a", "b")), Stat(3.5, 0.1, 2, ("0", "1"), ("c", "d"))
+    assert exceeds_spread(a, b) is True
+    assert exceeds_spread(a, Stat(3.1, 0.1, 2, ("0", "1"), ("e", "f"))) is False
+    assert exceeds_spread(a, Stat(3.5, None, 1, ("0",), ("g",))) is None
+
+
+def test_table_iv_cells_from_store(store):
+    _, info, runs = store
+    r = compute_table(load_tables()["IV"], runs)
+    base = r.cell(0, "OCN_baseline", "full")
+    assert base.ours.n == 2 and math.isclose(base.ours.mean, 3.87)      # the stale 9.99 is replaced
+    assert math.isclose(base.ours.std, math.sqrt(2 * 0.03 ** 2))
+    assert set(base.ours.run_ids) == set(info["ids"]["ocn_base"])
+    atf = r.cell(0, "OCN_3W", "full")
+    assert math.isclose(atf.delta, 100 * (3.87 - 3.55) / 3.87)
+    assert atf.delta_exceeds_spread is True and atf.paper == 3.55
+    assert r.cell(0, "OCN_3A", "full").ours is None                     # only a search sample
+    lacking = r.cell(0, "OCN_3C", "test")
+    assert lacking.ours is None and "lack metric" in lacking.problem
+    assert r.cell(0, "OCN_3C", "full").delta_exceeds_spread is None    # one seed: spread unknown
+    assert r.cell(0, "HRNET_baseline", "full").best and not base.best
+    assert r.data == (SYNTH,)
+
+
+def test_one_backbone_table_falls_back_and_says_so(store):
+    _, _, runs = store
+    only_hrnet = compute_table(load_tables()["X"], runs)
+    assert only_hrnet.backbone == "hrnet_w18" and only_hrnet.cell(0, "L_MB", "WA").ours
+    ocn_runs = Runs(runs.uri, runs.runs[runs.runs[keys.TAG_BACKBONE] == "ocn"], runs.metrics)
+    r = compute_table(load_tables()["X"], ocn_runs)
+    assert r.backbone == "ocn" and r.cell(0, "baseline", "3W").ours is not None
+    assert "Backbone: ocn (the paper's table uses hrnet_w18)" in render_markdown(r, [], [])
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def _md_table(md: str) -> list[list[str]]:
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows if not line.startswith("|---")]
+
+
+@pytest.mark.parametrize("tid", TABLE_IDS)
+def test_markdown_structure_is_the_papers(tid):
+    columns, sections = EXPECTED[tid]
+    t = load_tables()[tid]
+    grid = _md_table(render_markdown(compute_table(t, _empty()), [], []))
+    lead = len(grid[0]) - len(columns)
+    assert grid[0][lead:] == columns
+    labels = [re.sub(r"<sub>(.*?)</sub>", r"_{\1}", row[lead - 1]).removesuffix(" (published)")
+              for row in grid[1:]]
+    assert labels == [label for _, rows in sections for label in rows]
+    assert all(len(row) == len(grid[0]) for row in grid)
+    # no runs: every cell of ours is a dash, paper values in parentheses
+    paper_cells = [c for row in grid[1:] for c in row[lead:]]
+    assert all(c.startswith((DASH, "(")) for c in paper_cells)
+
+
+def test_markdown_values_marks_and_missing(store):
+    _, _, runs = store
+    t = load_tables()["IV"]
+    r = compute_table(t, runs)
+    sweeps = SweepIndex.from_dir(REPO / "sweeps")
+    md = render_markdown(r, missing_groups(r, sweeps), [])
+    grid = _md_table(md)
+    ocn_base = next(row for row in grid if row[1] == "baseline" and row[0] == "OCN")
+    assert ocn_base[2] == "3.87 ±0.04 (3.87)"
+    atf = next(row for row in grid if row[1] == "ATF<sub>3W</sub>")
+    assert atf[2] == "3.55 ±0.01 (3.55) Δ+8.3%*"
+    hr = next(row for row in grid if row[0] == "HRNET")
+    assert hr[2].startswith("**3.30**")
+    assert "SYNTHETIC benchmark synthetic(scale=0.02,seed=0)" in md and "NOT a reproduction" in md
+    missing = md.split("## Missing cells")[1]
+    assert "OCN ATF<sub>3A</sub> [nme; full, com., cha., test]" in missing
+    assert "lack metric test/300w/test/nme" in missing
+    if not sweeps.paths:
+        pytest.skip("no sweep files in this checkout")
+    if sweeps.problems or "sweeps/table_iv.yaml cell" not in missing:
+        pytest.skip(f"orchestration.sweepfile not usable here: {sweeps.problems}")
+    assert re.search(r"HRNET ATF<sub>3W</sub> .*table_iv\.yaml cell [0-9a-f]{12}", missing)
+
+
+def test_latex_is_a_standalone_booktabs_document(store, tmp_path):
+    _, _, runs = store
+    for tid in ("I", "IV"):
+        t = load_tables()[tid]
+        tex = render_latex(compute_table(t, runs))
+        assert tex.startswith(r"\documentclass{article}") and tex.rstrip().endswith(r"\end{document}")
+        for word in (r"\usepackage{booktabs}", r"\toprule", r"\midrule", r"\bottomrule"):
+            assert word in tex
+        assert tex.count("{") == tex.count("}")
+        body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+        rows = [line for line in body.splitlines() if line.endswith(r"\\")]
+        n_cols = len(t.columns) + (len(tex.split(r"\begin{tabular}{")[1].split("}")[0]) - len(t.columns))
+        assert rows and all(line.count("&") == n_cols - 1 for line in rows)
+        assert all(line.count("$") % 2 == 0 for line in rows)
+        assert "SYNTHETIC" in tex
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed: structure checked only")
+    (tmp_path / "t.tex").write_text(tex)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def test_cli_writes_tables_index_and_figures(store, tmp_path, capsys):
+    uri, _, _ = store
+    out = tmp_path / "report"
+    assert main(["--mlflow-uri", uri, "--out", str(out), "--tables", "IV,I", "--format", "md,tex",
+                 "--sweeps-dir", str(REPO / "sweeps")]) == 0
+    for name in ("index.md", "table_I.md", "table_I.tex", "table_IV.md", "table_IV.tex"):
+        assert (out / name).is_file(), name
+    assert not (out / "table_II.md").exists()
+    index = (out / "index.md").read_text()
+    assert "[md](table_IV.md)" in index and "[tex](table_I.tex)" in index
+    assert (out / "figures" / "ced_I_wflw_full.png").stat().st_size > 1000
+    assert (out / "figures" / "fig5_I_wflw_full.png").stat().st_size > 1000
+    assert "figures/ced_I_wflw_largepose.png" in (out / "table_I.md").read_text()
+    assert "lack metric" in capsys.readouterr().err
+
+
+def test_cli_filters_by_sweep(store, tmp_path):
+    uri, _, _ = store
+    out = tmp_path / "r"
+    assert main(["--mlflow-uri", uri, "--out", str(out), "--tables", "IV", "--sweep", "table_i",
+                 "--format", "md", "--no-figures"]) == 0
+    grid = _md_table((out / "table_IV.md").read_text())
+    assert all(c.startswith(DASH) for row in grid[1:] for c in row[2:])
+    assert not (out / "table_IV.tex").exists()
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert main(["--tables", "IV,XI", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown table(s) XI" in capsys.readouterr().err
+    assert main(["--format", "pdf", "--out", str(tmp_path / "a")]) == 2
+    assert main(["--tag", "nonsense", "--out", str(tmp_path / "a")]) == 2
+    assert "--tag 'nonsense'" in capsys.readouterr().err
+    # a store that does not exist: one line, and the paper-only tables are still written
+    out = tmp_path / "b"
+    assert main(["--mlflow-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(out),
+                 "--tables", "V", "--no-figures"]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert "(3.45)" in (out / "table_V.md").read_text()
+    assert not (tmp_path / "none.db").exists()
