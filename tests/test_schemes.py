@@ -216,6 +216,14 @@ def test_register_file_adds_scheme_and_pairs(tmp_path):
     bad.write_text(yaml.safe_dump({"pairs": {"wflw98/cofw29": [["eye_left_0", "third_eye"]]}}))
     with pytest.raises(SchemeError, match=r"bad.yaml: pairs.wflw98/cofw29\[0\].*no point named 'third_eye'"):
         register_file(bad)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(yaml.safe_dump({"pairs": {"wflw98/cofw29": [[60, 8], ["eye_left_0", 9]]}}))
+    with pytest.raises(SchemeError, match=r"twice.yaml: pairs.wflw98/cofw29\[1\]: point 'eye_left_0' .* twice"):
+        register_file(twice)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({"pairs": {"wflw98/abc3": []}}))
+    with pytest.raises(SchemeError, match=r"unknown.yaml: pairs.wflw98/abc3: unknown scheme 'abc3'"):
+        register_file(unknown)
 
 
 def test_every_builtin_dataset_has_a_scheme():

@@ -227,16 +227,23 @@ def _register_pairs(tables: Any, source: str) -> None:
         parts = str(key).split("/")
         if len(parts) != 2 or not isinstance(rows, list):
             raise SchemeError(f"{source}: pairs.{key}: expected key 'scheme_a/scheme_b' and a list of pairs")
-        a, b = get_scheme(parts[0]), get_scheme(parts[1])
+        try:
+            a, b = get_scheme(parts[0]), get_scheme(parts[1])
+        except SchemeError as e:
+            raise SchemeError(f"{source}: pairs.{key}: {e}") from None
         table = []
+        seen: tuple[set[int], set[int]] = (set(), set())
         for r, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != 2:
                 raise SchemeError(f"{source}: pairs.{key}[{r}]: expected [point in {a.name}, point in {b.name}]")
-            for sch, v in zip((a, b), row):
+            for sch, v, used in zip((a, b), row, seen):
                 try:
-                    sch.index(v)
+                    i = sch.index(v)
                 except SchemeError as e:
                     raise SchemeError(f"{source}: pairs.{key}[{r}]: {e}") from None
+                if i in used:   # a point with two partners would be pulled two ways by L_MB
+                    raise SchemeError(f"{source}: pairs.{key}[{r}]: point {v!r} of {sch.name} is paired twice")
+                used.add(i)
             table.append((row[0], row[1]))
         _PAIRS[(a.name, b.name)] = table
 
