@@ -128,6 +128,13 @@ class TrackingStore:
                 out[cid] = done[0]
         return out
 
+    def trial_run(self, cell: str, role: str, trial_id: str) -> Any | None:
+        """The run of one Tune trial (any status), or None."""
+        for r in self.cell_runs(role).get(cell, []):
+            if r.data.tags.get(keys.TAG_TRIAL) == trial_id:
+                return r
+        return None
+
     # -- parent ----------------------------------------------------------------------------------
     def parent(self, sweep_name: str, sweep_file: str, run_id: str | None = None) -> str:
         """The sweep's parent run: `run_id` when it still exists (resume), else a new one."""

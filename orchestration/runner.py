@@ -32,6 +32,11 @@ from orchestration.trainable import FINAL, build_config, cell_trainable, payload
 
 __all__ = ["SweepOptions", "SweepSummary", "run_sweep", "parse_faults", "FAULT_ENV"]
 
+_QUIET_ENV = {  # our progress line replaces Tune's tables; per-epoch checkpoints are intended
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "1",
+}
 FAULT_ENV = "ATF_SWEEP_FAULT"  # "raise@2:CELLPREFIX,kill@1" (drills and tests; see trainable.py)
 
 
@@ -156,6 +161,8 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     from orchestration.progress import ProgressCallback
     from orchestration.tune_logging import MlflowCallback
 
+    for k, v in _QUIET_ENV.items():
+        os.environ.setdefault(k, v)
     cwd = Path.cwd().resolve()
     storage = opts.storage or str(cwd / "ray_results")
     if not _is_uri(storage):
@@ -198,15 +205,15 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             p["tags"] = c.tags
             return p
 
-        def callbacks(n_trials: int) -> list[Any]:
+        def callbacks(label: str, n_trials: int) -> list[Any]:
             cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent, sweep.name)]
             if opts.progress:
-                cbs.append(ProgressCallback(sweep.name, n_trials))
+                cbs.append(ProgressCallback(label, n_trials))
             return cbs
 
-        def run_config(name: str, n_trials: int) -> Any:
+        def run_config(name: str, label: str, n_trials: int) -> Any:
             return tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=callbacks(n_trials),
+                name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
@@ -228,7 +235,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                 trainable, param_space={"cell": tune.grid_search(payloads)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent
                                             or None, trial_dirname_creator=_dirname),
-                run_config=run_config(launch.data["grid"], len(plain))))
+                run_config=run_config(launch.data["grid"], f"{sweep.name} cells", len(plain))))
             _reconcile(store, grid, parent, sweep.name)
 
         from orchestration.search import choose, search_space, searcher
@@ -242,7 +249,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                     search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
                     mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
                     trial_dirname_creator=_dirname),
-                run_config=run_config(name, c.search.num_samples)))
+                run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples)))
             _reconcile(store, results, parent, sweep.name)
             best = choose(list(results))
             if best is not None:
@@ -269,8 +276,12 @@ def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str)
         m = r.metrics or {}
         if r.error is not None or m.get(FINAL) != 1.0:
             continue
-        run_id = log.run_for(m["trial_id"], r.config)
-        record_result(store, run_id, m, r.checkpoint, r.config["cell"]["role"])
+        p = r.config["cell"]
+        run = store.trial_run(p["cell_id"], p["role"], m["trial_id"])
+        if run is not None and run.data.tags.get(keys.TAG_STATUS) == "finished":
+            continue
+        run_id = run.info.run_id if run is not None else log.run_for(m["trial_id"], r.config)
+        record_result(store, run_id, m, r.checkpoint, p["role"])
 
 
 def _promote(store: TrackingStore, cell: Cell, best: Any, parent: str, sweep_name: str) -> None:
