@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:   # CheckpointError, ConfigError, ...: one line, not a traceback
             print(f"atf-eval: {e}", file=sys.stderr)
             return 2
-    ap = argparse.ArgumentParser(prog="atf-eval", description=__doc__.strip().splitlines()[0])
+    ap = argparse.ArgumentParser(prog="atf-eval", description=__doc__.strip().splitlines()[0],
+                                 epilog="atf-eval CHECKPOINT --help: the options of checkpoint evaluation")
     ap.add_argument("--pred", required=True, help="predictions in the annotation CSV layout")
     ap.add_argument("--gt", required=True, help="ground-truth annotation CSV")
     ap.add_argument("--dataset", help="registry name (default: inferred from the point count)")
