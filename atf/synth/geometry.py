@@ -170,13 +170,16 @@ def deform(face: Face) -> dict[str, np.ndarray]:
     return c
 
 
+@lru_cache(maxsize=256)
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """3x3 rotation (degrees): roll about z after pitch about x after yaw about y."""
     y, p, r = np.deg2rad([yaw, pitch, roll])
     ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
     rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
     rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
+    m = rz @ rx @ ry
+    m.setflags(write=False)  # cached: shared between callers
+    return m
 
 
 def project(points: np.ndarray, face: Face) -> np.ndarray:
