@@ -148,20 +148,24 @@ def flip_points(points: np.ndarray, flip_perm: np.ndarray | list[int]) -> np.nda
 
 
 def color_jitter(image: np.ndarray, params: AugmentParams) -> np.ndarray:
-    """Brightness, contrast, saturation (and rare grayscale) on an RGB float32 image in [0, 1]."""
-    img = image
-    if params.brightness != 1.0:
-        img = img * params.brightness
-    gray = cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-    if params.contrast != 1.0:
-        img = (img - float(gray.mean())) * params.contrast + float(gray.mean())
-        gray = cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-    if params.saturation != 1.0:
-        img = gray[..., None] + (img - gray[..., None]) * params.saturation
-    if params.grayscale:
-        img = np.repeat(cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2GRAY)[..., None],
-                        3, axis=2)
-    return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
+    """Brightness, contrast, saturation (and rare grayscale) on an RGB float32 image in [0, 1].
+
+    Applied in that order (torchvision's definitions: contrast blends with the mean gray level,
+    saturation with the pixel's gray value). All three are linear in the image and in its gray
+    image, so they fuse into one pass: out = s*a*img + (1-s)*a*gray + d, a = b*c, d = (1-c)*b*mean.
+    """
+    if (params.brightness, params.contrast, params.saturation, params.grayscale) == (1.0, 1.0, 1.0, False):
+        return image
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
+    b, c, s = params.brightness, params.contrast, params.saturation
+    a = b * c
+    d = (1.0 - c) * b * float(gray.mean())
+    if params.grayscale:   # the gray of the jittered image, in all three channels
+        out = np.repeat(a * gray + d, 3, axis=2)
+    else:
+        out = (s * a) * img + ((1.0 - s) * a) * gray + d
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def normalize(image_rgb01: np.ndarray) -> np.ndarray:

@@ -121,3 +121,16 @@ def test_color_jitter_identity_and_grayscale():
     np.testing.assert_allclose(g[..., 0], g[..., 2])
     dark = T.color_jitter(img, T.AugmentParams(brightness=0.5))
     np.testing.assert_allclose(dark, img * 0.5, atol=1e-6)
+
+
+def test_color_jitter_definitions():
+    rng = np.random.default_rng(4)
+    img = rng.uniform(0.3, 0.7, (8, 8, 3)).astype(np.float32)
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    c = T.color_jitter(img, T.AugmentParams(contrast=1.3))
+    assert cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).mean() == pytest.approx(gray.mean(), abs=1e-5)
+    assert cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).std() == pytest.approx(1.3 * gray.std(), rel=1e-4)
+    s0 = T.color_jitter(img, T.AugmentParams(saturation=0.0))
+    np.testing.assert_allclose(s0, np.repeat(gray[..., None], 3, axis=2), atol=1e-6)
+    s2 = T.color_jitter(img, T.AugmentParams(saturation=1.5))
+    np.testing.assert_allclose(cv2.cvtColor(s2, cv2.COLOR_RGB2GRAY), gray, atol=1e-5)
