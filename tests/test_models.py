@@ -114,6 +114,7 @@ def test_prune_matches_the_baseline_and_keeps_outputs(name: str) -> None:
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         assert torch.equal(pruned(x)["wflw"], model(x, heads=["wflw"])["wflw"])
+        assert list(model(x, heads="aflw")) == ["aflw"]
     assert len(model.heads) == 3                     # the original is untouched
     with pytest.raises(KeyError, match="no head 'x'"):
         model(x, heads=["x"])

@@ -48,7 +48,10 @@ class LandmarkModel(nn.Module):
         return {name: int(head.num_points) for name, head in self.heads.items()}
 
     def forward(self, x: Tensor, heads: Sequence[str] | None = None) -> dict[str, Tensor]:
-        names = list(self.heads.keys()) if heads is None else list(heads)
+        if heads is None:
+            names = list(self.heads.keys())
+        else:
+            names = [heads] if isinstance(heads, str) else list(heads)   # one name, not its letters
         missing = [n for n in names if n not in self.heads]
         if missing:
             raise KeyError(f"model has no head {missing[0]!r}; heads: {list(self.heads.keys())}")
