@@ -98,7 +98,9 @@ def _wflw_metrics(nme: list[float], fr: list[float], auc: list[float]) -> dict[s
 def fill_store(uri: str, tmp: Path) -> dict[str, object]:
     """Log the test runs to `uri`; returns what the tests check against."""
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("atf-report-test")
+    # a server keeps its own (proxied) artifact store; a local store keeps them in tmp, not in cwd
+    local = None if uri.startswith("http") else (tmp / "artifacts").as_uri()
+    exp = client.create_experiment("atf-report-test", artifact_location=local)
     t0, ids = 1_700_000_000_000, {}
 
     def m300(values: list[float]) -> dict[str, float]:
