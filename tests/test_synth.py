@@ -179,3 +179,23 @@ def test_sheet(synth_root, tmp_path):
     assert img.shape == (4 * 176, 3 * 176, 3)
     assert img.std() > 20
     assert sheet_main(["--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_landmarks_sit_on_drawn_features():
+    """Learnable from pixels: pupils are dark blobs and the jaw landmarks lie on an edge."""
+    from atf.synth.generate import Job
+    pupil, cheek, jaw_grad, inner_grad = [], [], [], []
+    for i in range(12):
+        img, row = make_sample(Job("wflw", "train", i, (False,) * 6, seed=5))
+        grey = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32), (0, 0), 1.2)
+        grad = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+        grad = cv2.dilate(grad, np.ones((3, 3), np.uint8))  # within a pixel of the landmark
+        lm = np.round(row["landmarks"]).astype(int)
+        at = lambda a, idx: a[lm[idx, 1], lm[idx, 0]]  # noqa: E731
+        pupil.append(at(grey, [96, 97]).mean())
+        cheek.append(grey[(lm[[5, 27], 1] + lm[[54, 54], 1]) // 2, (lm[[5, 27], 0] + lm[[54, 54], 0]) // 2].mean())
+        jaw_grad.append(np.median(at(grad, list(range(4, 29)))))
+        cheeks = ((lm[[8, 24]] + lm[[54, 54]]) // 2)
+        inner_grad.append(grad[cheeks[:, 1], cheeks[:, 0]].mean())
+    assert np.median(pupil) < 0.6 * np.median(cheek)
+    assert np.median(jaw_grad) > 2 * np.median(inner_grad)

@@ -70,9 +70,10 @@ def sheet_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="folder holding <dataset>/face_landmarks_*.csv")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--per-preset", type=_positive_int, default=6, help="images per dataset row")
+    ap.add_argument("--cell", type=_positive_int, default=176, help="tile side in pixels")
     args = ap.parse_args(argv)
     try:
-        path = make_sheet(args.data, args.out, args.per_preset)
+        path = make_sheet(args.data, args.out, args.per_preset, cell=args.cell)
     except (SheetError, OSError) as e:
         print(f"atf-data sheet: error: {e}", file=sys.stderr)
         return 2

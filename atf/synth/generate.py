@@ -19,7 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from atf.synth import csvio, geometry, presets
+from atf.synth import geometry, presets
 from atf.synth.geometry import deform, project, scheme_points3d
 from atf.synth.render import place, render_face
 
@@ -181,7 +181,7 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
             pool = None
         else:
             pool = mp.get_context("spawn").Pool(workers)
-            results = pool.imap(_work, args, chunksize=8)
+            results = pool.imap(_work, args, chunksize=16)
         for job, row in zip(jobs, results):
             row["flags"] = dict(zip(_presets.ATTRIBUTES, job.flags))
             rows.setdefault((job.preset, job.group), []).append(row)
@@ -191,6 +191,7 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
             pool.join()
     finally:
         close()
+    from atf.synth import csvio  # pandas-backed writer: imported here, not in the worker processes
     counts = {}
     for name in names:
         preset = _presets.get_preset(name)

@@ -130,14 +130,19 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
     # neck and shoulders
     jaw = P["jaw"]
     neck = np.array([jaw[9], jaw[23], jaw[23] + [0, size], jaw[9] + [0, size]])
-    _poly(img, neck, _c(skin * 0.75))
+    _poly(img, neck, _c(skin * 0.6))
     chin = jaw[16]
     cloth = _c(rng.uniform(0, 255, 3))
     cv2.ellipse(img, (int(chin[0]), int(chin[1] + 0.9 * scale_px)), (int(1.6 * scale_px), int(0.7 * scale_px)),
                 0, 180, 360, cloth, -1, cv2.LINE_AA)
     cv2.rectangle(img, (int(chin[0] - 1.6 * scale_px), int(chin[1] + 0.9 * scale_px)), (size, size), cloth, -1)
     # hair behind the head, ears, face
-    _poly(img, cv2.convexHull(np.concatenate([hair, fore, skull]).astype(np.float32))[:, 0], _c(hair_col))
+    head_hair = np.concatenate([hair, fore, skull])
+    if rng.random() < 0.4:  # long hair falling behind the face to the shoulders
+        drop = jaw[16, 1] + rng.uniform(0.1, 0.6) * scale_px
+        left, right = head_hair[:, 0].min(), head_hair[:, 0].max()
+        head_hair = np.concatenate([head_hair, [[left + 0.05 * scale_px, drop], [right - 0.05 * scale_px, drop]]])
+    _poly(img, cv2.convexHull(head_hair.astype(np.float32))[:, 0], _c(hair_col))
     for i in (1, 31):
         e = P["jaw"][i]
         cv2.ellipse(img, (int(e[0]), int(e[1])), (max(1, int(0.1 * scale_px)), max(1, int(0.2 * scale_px))),
@@ -155,6 +160,7 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
     face_layer = np.clip(skin[None, None] * shade[..., None], 0, 255).astype(np.uint8)
     m3 = (mask.astype(np.float32) / 255)[..., None]
     img = (img * (1 - m3) + face_layer * m3).astype(np.uint8)
+    _poly(img, hull, _c(skin * 0.55), closed=True, thickness=1)   # the silhouette edge the jaw points sit on
     # hair line (fringe) over the top of the forehead
     _poly(img, np.concatenate([fore[2:-2], hline[::-1][2:-2]]), _c(hair_col))
     makeup = flags.get("makeup", False)
