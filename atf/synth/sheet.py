@@ -39,7 +39,7 @@ def read_landmarks(path: Path) -> list[tuple[str, np.ndarray]]:
 
 def _tile(img: np.ndarray, pts: np.ndarray, colour, label: str, cell: int) -> np.ndarray:
     f = cell / img.shape[0]
-    img = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_LINEAR)
+    img = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA if cell < img.shape[0] else cv2.INTER_LINEAR)
     for p in pts * f:
         cv2.circle(img, (int(round(p[0] * 4)), int(round(p[1] * 4))), 4, colour, -1, cv2.LINE_AA, 2)
     cv2.putText(img, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
