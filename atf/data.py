@@ -55,21 +55,6 @@ def load_image(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-_WORKER_SETUP_DONE = False
-
-
-def _single_threaded_in_workers() -> None:
-    """In a DataLoader worker, make OpenCV single-threaded (torch already is there).
-
-    Workers are the parallelism; OpenCV's own pool on top oversubscribes the cores, and its idle
-    threads spinning between tiny ops slow everything else in the process.
-    """
-    global _WORKER_SETUP_DONE
-    if not _WORKER_SETUP_DONE and torch.utils.data.get_worker_info() is not None:
-        cv2.setNumThreads(1)
-        _WORKER_SETUP_DONE = True
-
-
 def _row_label(aset: AnnotationLike, index: int) -> str:
     """`file.csv row 12` (1-based data row; the original row when the set is a subset with `rows`)."""
     rows = getattr(aset, "rows", None)
@@ -151,7 +136,6 @@ class LandmarkDataset(Dataset):
         return transforms.build_affine(cx, cy, side, self.input_size, params)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        _single_threaded_in_workers()
         index = int(index)
         img = self._image(index)
         if img is None:
