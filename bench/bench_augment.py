@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = ("disk",) if a.quick else ("disk", "cache")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} "
           f"({torch.get_num_threads()} intra-op threads), OpenCV {cv2.__version__}; "
-          f"{n} JPEG images per size, batch {a.batch}, {K} points\n")
+          f"{n} JPEG images per size, batch {a.batch}, {K} points; "
+          f"load average at start {os.getloadavg()[0]:.1f} (other processes share these cores)\n")
     print("| pipeline | photo px | workers | decode from | images/s |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
