@@ -14,11 +14,13 @@ cell-hash tag (and the Tune trial id for search samples).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -39,19 +41,21 @@ def default_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
 
 
-def _locked(e: BaseException) -> bool:
-    text = f"{type(e).__name__} {e}".lower()
-    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+def _transient(e: BaseException) -> bool:
+    """SQLite busy, or another process creating/migrating the same fresh database right now."""
+    text = f"{type(e).__module__} {type(e).__name__} {e}".lower()
+    return any(s in text for s in ("database is locked", "database table is locked", "sqlite_busy",
+                                   "alembic", "already exists", "no such table", "duplicate column"))
 
 
 def with_retry(fn: Callable[[], T], attempts: int = 30, what: str = "mlflow") -> T:
-    """Call `fn`, retrying with jittered backoff while SQLite reports a lock."""
+    """Call `fn`, retrying with jittered backoff while SQLite is busy (several writers)."""
     delay = 0.05
     for i in range(attempts):
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - only lock errors are retried, others re-raised
-            if not _locked(e) or i == attempts - 1:
+            if not _transient(e) or i == attempts - 1:
                 raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
@@ -72,6 +76,22 @@ def flat_params(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Exclusive file lock beside a SQLite store while it is opened (no-op for servers)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.init-lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -81,8 +101,9 @@ class TrackingStore:
 
     def __init__(self, uri: str, experiment: str = "atf") -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = with_retry(lambda: self._experiment(experiment))
+        with _init_lock(uri):  # the first contact creates/migrates a fresh SQLite file: one process at a time
+            self.client = with_retry(lambda: MlflowClient(tracking_uri=uri))
+            self.experiment_id = with_retry(lambda: self._experiment(experiment))
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)

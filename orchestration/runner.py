@@ -206,7 +206,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             return p
 
         def callbacks(label: str, n_trials: int) -> list[Any]:
-            cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent, sweep.name)]
+            cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent, sweep.name, opts.rerun)]
             if opts.progress:
                 cbs.append(ProgressCallback(label, n_trials))
             return cbs
@@ -253,7 +253,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             _reconcile(store, results, parent, sweep.name)
             best = choose(list(results))
             if best is not None:
-                _promote(store, c, best, parent, sweep.name)
+                _promote(store, c, best, parent, sweep.name, opts.rerun)
     finally:
         if started:
             ray.shutdown()
@@ -284,10 +284,11 @@ def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str)
         record_result(store, run_id, m, r.checkpoint, p["role"])
 
 
-def _promote(store: TrackingStore, cell: Cell, best: Any, parent: str, sweep_name: str) -> None:
+def _promote(store: TrackingStore, cell: Cell, best: Any, parent: str, sweep_name: str, rerun: bool) -> None:
     """The chosen sample becomes the tuned cell's reported run (role cell, test metrics)."""
     from orchestration.tune_logging import record_result
-    if cell.cell_id in store.finished_cells():
+    done = store.finished_cells().get(cell.cell_id)
+    if done is not None and (not rerun or done.data.tags.get(keys.TAG_TRIAL) == best.metrics["trial_id"]):
         return
     cfg = build_config(best.config["cell"], best.config.get("search"))
     run_id = store.open_run(parent_id=parent, sweep_name=sweep_name, tags=cell.tags, role=keys.ROLE_CELL,

@@ -168,6 +168,10 @@ def cell_trainable(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             if (Path(d) / _PACKED).is_file():
                 resume = unpack_checkpoint(Path(d), out_dir)
+            elif (Path(d) / "result.json").is_file():  # restored after it had finished: report, do not retrain
+                done = json.loads((Path(d) / "result.json").read_text())
+                tune.report({**done["metrics"], FINAL: 1.0}, checkpoint=checkpoint)
+                return
 
     def on_epoch(report: Any) -> None:
         fire_fault(payload.get("fault"), report.stage, report.epoch)

@@ -49,10 +49,11 @@ def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
 class MlflowCallback(Callback):
     """Picklable (Tune stores callbacks with the experiment): the store reconnects lazily."""
 
-    def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str) -> None:
+    def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str, rerun: bool = False) -> None:
         self.uri, self.experiment = uri, experiment
-        self.parent_id, self.sweep_name = parent_id, sweep_name
+        self.parent_id, self.sweep_name, self.rerun = parent_id, sweep_name, rerun
         self.runs: dict[str, str] = {}   # trial id -> run id
+        self.frozen: set[str] = set()    # trials whose run is already finished (a restored, done trial)
         self._store: TrackingStore | None = None
 
     @property
@@ -62,11 +63,17 @@ class MlflowCallback(Callback):
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "runs": {}}
+        return {**self.__dict__, "_store": None, "runs": {}, "frozen": set()}
 
     def run_for(self, trial_id: str, config: dict[str, Any]) -> str:
         if trial_id not in self.runs:
             payload, sampled = config["cell"], config.get("search")
+            done = (self.store.trial_run(payload["cell_id"], keys.ROLE_SEARCH, trial_id) if sampled
+                    else None if self.rerun else self.store.finished_cells().get(payload["cell_id"]))
+            if done is not None and done.data.tags.get(keys.TAG_STATUS) == "finished":
+                self.runs[trial_id] = done.info.run_id
+                self.frozen.add(trial_id)
+                return done.info.run_id
             cfg = build_config(payload, sampled)
             name = payload["cell_id"] if not sampled else f"{payload['cell_id']}-{trial_id}"
             self.runs[trial_id] = self.store.open_run(
@@ -78,9 +85,9 @@ class MlflowCallback(Callback):
         self.run_for(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get(FINAL) == 1.0:
-            return
         run_id = self.run_for(trial.trial_id, trial.config)
+        if result.get(FINAL) == 1.0 or trial.trial_id in self.frozen:
+            return
         metrics = {k: v for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and (k.startswith(("train/", "val/", "time/")) or k in (keys.EPOCH, keys.STAGE))}
