@@ -27,31 +27,41 @@ __all__ = ["ArtifactCache", "ced_figures", "comparison_figure"]
 
 
 class ArtifactCache:
-    """Downloads each (run, artifact) once into a temporary folder (removed on close)."""
+    """Downloads each (run, artifact folder) once into a temporary folder (removed on close).
+
+    Whole folders (ced/, predictions/), because one transfer per folder is far cheaper over
+    HTTP than one per file, and a CED figure needs every subset's file anyway."""
 
     def __init__(self, uri: str):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.uri = uri
         self._tmp = tempfile.TemporaryDirectory(prefix="atf-report-")
         self.dir = Path(self._tmp.name)
-        self.got: dict[tuple[str, str], Path | None] = {}
+        self.folders: dict[tuple[str, str], Path | None] = {}
 
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def get(self, run_id: str, path: str) -> Path | None:
-        """Local copy of artifact `path` of `run_id`; None when the run has no such file."""
-        if (run_id, path) not in self.got:
+    def _folder(self, run_id: str, folder: str) -> Path | None:
+        if (run_id, folder) not in self.folders:
             from mlflow.artifacts import download_artifacts
-            dst = self.dir / run_id / Path(path).parent   # ced/ and predictions/ share file names
+            dst = self.dir / run_id
             dst.mkdir(parents=True, exist_ok=True)
             try:
-                local = Path(download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=self.uri,
-                                                dst_path=str(dst)))
-                self.got[run_id, path] = local if local.is_file() else None
-            except Exception:  # absent artifact: the figure leaves the curve out and says so
-                self.got[run_id, path] = None
-        return self.got[run_id, path]
+                self.folders[run_id, folder] = Path(download_artifacts(
+                    run_id=run_id, artifact_path=folder, tracking_uri=self.uri, dst_path=str(dst)))
+            except Exception:  # no such folder: the figure leaves the run out and says so
+                self.folders[run_id, folder] = None
+        return self.folders[run_id, folder]
+
+    def get(self, run_id: str, path: str) -> Path | None:
+        """Local copy of artifact `path` ("ced/wflw_full.csv") of `run_id`; None when absent."""
+        parent = Path(path).parent
+        if str(parent) == ".":
+            raise ValueError(f"artifact {path!r}: expected a file inside a folder")
+        local = self._folder(run_id, str(parent))
+        target = local / Path(path).name if local else None
+        return target if target and target.is_file() else None
 
 
 def _mean_curve(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:

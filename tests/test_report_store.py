@@ -153,11 +153,21 @@ def fill_store(uri: str, tmp: Path) -> dict[str, object]:
     return {"ids": ids, "data_root": data_root, "experiment": exp}
 
 
+_SHARED: dict[str, tuple[str, dict]] = {}
+
+
+def shared_store(tmp_path_factory) -> tuple[str, dict]:
+    """One sqlite store per test session (filling it costs seconds); tests only read it."""
+    if "store" not in _SHARED:
+        tmp = tmp_path_factory.mktemp("store")
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        _SHARED["store"] = (uri, fill_store(uri, tmp))
+    return _SHARED["store"]
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> tuple[str, dict]:
-    tmp = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    return uri, fill_store(uri, tmp)
+    return shared_store(tmp_path_factory)
 
 
 def test_collect_reads_only_finished_cell_runs(store):

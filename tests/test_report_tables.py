@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_store import SYNTH, fill_store
+from test_report_store import SYNTH, shared_store
 
 from atf import keys
 from reports.cli import main
@@ -65,9 +65,8 @@ def _collapse(values: list[float]) -> list[float]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tables")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    return uri, fill_store(uri, tmp), collect(uri)
+    uri, info = shared_store(tmp_path_factory)
+    return uri, info, collect(uri)
 
 
 def _empty() -> Runs:
