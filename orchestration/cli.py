@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu")
     p.add_argument("--max-concurrent", type=int, default=None, help="override max_concurrent")
+    p.add_argument("--base-dir", default=None,
+                   help="folder that relative paths (data, store, storage) resolve against (default: cwd)")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
     return p
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "submit":
             return _submit(argv[1:])
         args = build_parser().parse_args(argv)
+        if args.base_dir:  # a submitted job: the sweep file is in the job's copy, data under base-dir
+            args.file = args.file.resolve()
+            os.chdir(args.base_dir)
         sweep = load_sweep(args.file, parse_set(args.sets))
         if args.dry_run:
             n_search = sum(c.search.num_samples for c in sweep.cells() if c.search)
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             storage=args.storage, resume=args.resume, rerun=args.rerun,
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-            progress=not args.quiet)
+            progress=not args.quiet, base_dir=args.base_dir)
         summary = run_sweep(sweep, opts)
         print(summary.line())
         return 0 if summary.ok else 1

@@ -54,6 +54,7 @@ class SweepOptions:
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
     progress: bool = True
+    base_dir: str | None = None     # relative paths resolve here (None = cwd); `submit` sets the submitter's
 
 
 @dataclass
@@ -163,10 +164,10 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
 
     for k, v in _QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    cwd = Path.cwd().resolve()
+    cwd = Path(opts.base_dir).resolve() if opts.base_dir else Path.cwd().resolve()
     storage = opts.storage or str(cwd / "ray_results")
     if not _is_uri(storage):
-        storage = str(Path(storage).resolve())
+        storage = str((cwd / storage).resolve())
     local_dir = Path(storage) if not _is_uri(storage) else cwd / "ray_results"
     uri = opts.mlflow_uri or default_uri(cwd)
     store = TrackingStore(uri, opts.experiment)
