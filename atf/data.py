@@ -1,6 +1,6 @@
 """Torch Dataset over an AnnotationSet: load, crop + augment with one affine, build targets.
 
-Per-sample randomness is a pure function of (seed, epoch, index) — `set_epoch` chooses the epoch —
+Per-sample randomness is a pure function of (seed, dataset, epoch, index) — `set_epoch` chooses the epoch —
 so a run gives the same samples with 0 or 8 DataLoader workers and after a resume.
 
 A sample is a dict:
@@ -17,6 +17,7 @@ An unreadable image raises a one-line error naming the image and the CSV row; wi
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -98,6 +99,7 @@ class LandmarkDataset(Dataset):
         self.cache_images = cache_images
         self.border = border
         self.epoch = 0
+        self._stream = zlib.crc32(str(getattr(aset, "dataset", "")).encode())
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -108,8 +110,11 @@ class LandmarkDataset(Dataset):
         self.epoch = int(epoch)
 
     def rng(self, index: int) -> np.random.Generator:
-        """The sample's generator: a pure function of (seed, epoch, index)."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+        """The sample's generator: a pure function of (seed, dataset name, epoch, index).
+
+        The dataset name keeps sample i of two datasets in one ATF run from sharing its draws.
+        """
+        return np.random.default_rng([self.seed, self._stream, self.epoch, int(index)])
 
     def image_path(self, index: int) -> Path:
         return self.images_dir / self.aset.images[index]

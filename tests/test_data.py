@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -156,3 +157,31 @@ def test_flip_average_of_an_equivariant_model_is_its_prediction():
     const = torch.full((2, 19, 2), 0.2)
     avg = flip_average(lambda img: const, x, PERM19, "coords")
     torch.testing.assert_close(avg[..., 0], torch.full((2, 19), 0.5))
+
+
+@pytest.mark.parametrize("name", ["wflw", "300w", "cofw", "aflw"])
+def test_synth_dataset_with_real_scheme_round_trips(synth_root, name):
+    """Real reader + scheme + rendered images: the HRNet crop puts the landmarks' box at 0.1..0.9
+    (scale*200 = landmark box side, margin 1.25), and flipped samples map back to permuted points."""
+    from atf import datasets
+    from atf.schemes import get_scheme
+    aset = datasets.load_split(name, "train", root=synth_root).subset(np.arange(3))
+    perm = get_scheme(aset.scheme).flip_perm
+    images = datasets.images_dir(name, root=synth_root)
+    plain = LandmarkDataset(aset, images, perm, 64, augment=None, heatmap_size=16)[0]
+    lo, hi = plain["coords"].min(0).values, plain["coords"].max(0).values
+    assert torch.all(lo > 0.0) and torch.all(hi < 1.0) and float((hi - lo).max()) > 0.5
+    ds = LandmarkDataset(aset, images, perm, 64, augment=AugmentConfig(flip=1.0), seed=0)
+    for i in range(3):
+        s = ds[i]
+        assert s["flipped"]
+        back = transforms.to_original(s["coords"][None].double().numpy(), s["inverse"][None].numpy(), 64)[0]
+        np.testing.assert_allclose(back, aset.landmarks[i][perm], atol=5e-3)
+
+
+def test_two_datasets_do_not_share_draws(tmp_path):
+    a = make_set(tmp_path, n=2)
+    b = dataclasses.replace(a, dataset="wflw")
+    da = LandmarkDataset(a, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
+    db = LandmarkDataset(b, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
+    assert not torch.equal(da[0]["coords"], db[0]["coords"])
