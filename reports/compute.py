@@ -93,18 +93,33 @@ def exceeds_spread(a: Stat, b: Stat) -> bool | None:
     return abs(a.mean - b.mean) > math.hypot(a.std, b.std)
 
 
-def match_runs(runs: pd.DataFrame, selector: dict[str, str]) -> pd.DataFrame:
-    """Runs carrying every tag of `selector` (a missing tag reads as ""), latest per seed."""
+def match_runs(runs: pd.DataFrame, selector: dict[str, str], table: str = "") -> tuple[pd.DataFrame, str]:
+    """Runs carrying every tag of `selector` (a missing tag reads as ""), one per seed.
+
+    Several runs of one seed: retries of one cell (same keys.TAG_CELL) keep the latest; distinct
+    cells (configs that differ beyond the tags) prefer the one whose keys.TAG_TABLES names
+    `table`, and the choice is reported rather than averaged as if they were seeds."""
     if runs.empty or not selector:
-        return runs.iloc[0:0]
+        return runs.iloc[0:0], ""
     mask = np.ones(len(runs), dtype=bool)
     for tag, value in selector.items():
         mask &= runs[tag].fillna("").astype(str).to_numpy() == value
-    hit = runs[mask].sort_values("start_time")
-    return hit.drop_duplicates(subset=[keys.TAG_SEED], keep="last")
+    hit = runs[mask].copy()
+    listed = hit[keys.TAG_TABLES].fillna("").astype(str).str.split(",")
+    hit["_in_table"] = [table in names for names in listed]
+    hit = hit.sort_values(["_in_table", "start_time"])
+    cells = hit.drop_duplicates(subset=[keys.TAG_CELL], keep="last")
+    clash = cells[keys.TAG_SEED].duplicated(keep=False)
+    note = ""
+    if clash.any():
+        note = (f"{int(clash.sum())} distinct cells share seed(s) "
+                f"{', '.join(sorted(set(cells.loc[clash, keys.TAG_SEED])))}; used the one listing "
+                f"table {table} (else the latest): {', '.join(sorted(cells.loc[clash, keys.TAG_CELL]))}")
+    return cells.drop_duplicates(subset=[keys.TAG_SEED], keep="last").drop(columns="_in_table"), note
 
 
-def _stat(runs: Runs, matched: pd.DataFrame, metric_name: str) -> tuple[Stat | None, str]:
+def _stat(runs: Runs, selector: dict[str, str], metric_name: str, table: str) -> tuple[Stat | None, str]:
+    matched, clash = match_runs(runs.runs, selector, table)
     if matched.empty:
         return None, NO_RUN
     m = runs.metrics
@@ -116,7 +131,7 @@ def _stat(runs: Runs, matched: pd.DataFrame, metric_name: str) -> tuple[Stat | N
     values = np.array([by_run[r] for r in used["run_id"]], dtype=float)
     std = float(values.std(ddof=1)) if len(values) > 1 else None
     lacking = len(matched) - len(used)
-    note = f"{lacking} run(s) lack metric {metric_name}" if lacking else ""
+    note = "; ".join(filter(None, [f"{lacking} run(s) lack metric {metric_name}" if lacking else "", clash]))
     return Stat(float(values.mean()), std, len(values), tuple(used[keys.TAG_SEED]),
                 tuple(used["run_id"])), note
 
@@ -136,7 +151,7 @@ def _section_cells(table: Table, index: int, section: Section, runs: Runs, used:
         for ci, col in enumerate(table.columns):
             selector = table.selector(row, col, backbone)
             name = table.metric_name(section, col)
-            ours, problem = (None, "") if row.reference else _stat(runs, match_runs(runs.runs, selector), name)
+            ours, problem = (None, "") if row.reference else _stat(runs, selector, name, table.id)
             if ours:
                 used.update(ours.run_ids)
             raw[row.key, col.key] = CellResult(row, col, section.metric, name, selector, ours,

@@ -17,7 +17,7 @@ from test_report_store import SYNTH, shared_store
 from atf import keys
 from reports.cli import main
 from reports.collect import METRIC_COLUMNS, RUN_COLUMNS, Runs, collect
-from reports.compute import Stat, compute_table, exceeds_spread, relative_change
+from reports.compute import Stat, compute_table, exceeds_spread, match_runs, relative_change
 from reports.layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
 from reports.render import DASH, missing_groups, render_latex, render_markdown
 from reports.sweeps import SweepIndex
@@ -267,3 +267,17 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert "(3.45)" in (out / "table_V.md").read_text()
     assert not (tmp_path / "none.db").exists()
+
+
+def test_match_runs_retries_and_distinct_cells():
+    def run(rid, cell, seed, tables, start):
+        return {"run_id": rid, "start_time": start, keys.TAG_CELL: cell, keys.TAG_SEED: seed,
+                keys.TAG_TABLES: tables, keys.TAG_TARGET: "wflw"}
+    frame = pd.DataFrame([run("old", "c0", "0", "III", 1), run("new", "c0", "0", "III", 2),
+                          run("s1", "c1", "1", "III", 3), run("other", "c9", "0", "VII", 4)])
+    picked, note = match_runs(frame, {keys.TAG_TARGET: "wflw"}, "III")
+    assert sorted(picked["run_id"]) == ["new", "s1"]          # retry replaced; table III's cell wins
+    assert "distinct cells share seed(s) 0" in note and "c9" in note
+    picked, note = match_runs(frame[frame["run_id"] != "other"], {keys.TAG_TARGET: "wflw"}, "III")
+    assert note == "" and len(picked) == 2
+    assert match_runs(frame, {keys.TAG_TARGET: "300w"}, "III")[0].empty
