@@ -128,11 +128,48 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
 
 
-def warp(image: np.ndarray, m: np.ndarray, size: int, border: Literal["constant", "replicate"] = "constant"
-         ) -> np.ndarray:
-    """Resample `image` into the S x S crop. Default border: constant black, as the HRNet crop pads."""
+def _prefilter(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-downscale the region the crop reads when the warp shrinks by more than 2x.
+
+    Bilinear warping samples only 4 source pixels per output pixel, so a large face (a 1000 px
+    WFLW face into a 112 px crop) aliases. Like the HRNet crop-then-resize, we average first:
+    the needed region is shrunk with INTER_AREA to twice the output resolution, and the affine is
+    re-based onto the small image (points keep the original `m`, so nothing else changes).
+    """
+    k = math.sqrt(abs(float(np.linalg.det(m[:, :2]))))   # output px per source px
+    if k >= 0.5:
+        return image, m
+    inv = invert_affine(m)
+    corners = transform_points(np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
+                                         [size - 0.5, size - 0.5]]), inv)
+    pad = 2.0 / k
+    h, w = image.shape[:2]
+    x0, y0 = (max(0, int(math.floor(v - pad))) for v in corners.min(axis=0))
+    x1 = min(w, int(math.ceil(corners[:, 0].max() + pad)))
+    y1 = min(h, int(math.ceil(corners[:, 1].max() + pad)))
+    if x1 - x0 < 2 or y1 - y0 < 2:          # the crop lies outside the image: nothing to average
+        return image, m
+    roi = image[y0:y1, x0:x1]
+    dw, dh = max(1, round((x1 - x0) * 2 * k)), max(1, round((y1 - y0) * 2 * k))
+    small = cv2.resize(roi, (dw, dh), interpolation=cv2.INTER_AREA)
+    fx, fy = dw / (x1 - x0), dh / (y1 - y0)
+    # small-image pixel centre x_s <- original x = (x_s + 0.5) / fx - 0.5 + x0 (same for y)
+    a = np.array([[1.0 / fx, 0.0, 0.5 / fx - 0.5 + x0], [0.0, 1.0 / fy, 0.5 / fy - 0.5 + y0]])
+    m2 = np.empty((2, 3), dtype=np.float64)
+    m2[:, :2] = m[:, :2] @ a[:, :2]
+    m2[:, 2] = m[:, :2] @ a[:, 2] + m[:, 2]
+    return small, m2
+
+
+def warp(image: np.ndarray, m: np.ndarray, size: int, border: Literal["constant", "replicate"] = "constant",
+         antialias: bool = True) -> np.ndarray:
+    """Resample `image` into the S x S crop (bilinear; area-prefiltered when shrinking > 2x).
+
+    Default border: constant black, as the HRNet crop pads.
+    """
     mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+    src, mm = _prefilter(image, np.asarray(m, dtype=np.float64), size) if antialias else (image, m)
+    return cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:

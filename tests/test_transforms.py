@@ -134,3 +134,22 @@ def test_color_jitter_definitions():
     np.testing.assert_allclose(s0, np.repeat(gray[..., None], 3, axis=2), atol=1e-6)
     s2 = T.color_jitter(img, T.AugmentParams(saturation=1.5))
     np.testing.assert_allclose(cv2.cvtColor(s2, cv2.COLOR_RGB2GRAY), gray, atol=1e-5)
+
+
+def test_antialiased_shrink_averages_fine_patterns_and_keeps_geometry():
+    checker = ((np.indices((400, 400)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    checker = np.repeat(checker[..., None], 3, axis=2)
+    m = T.build_affine(200.0, 200.0, 400.0, 50, T.AugmentParams(rotation=10.0))
+    inner = (slice(10, 40), slice(10, 40))
+    smooth = T.warp(checker, m, 50)[inner].astype(float)
+    aliased = T.warp(checker, m, 50, antialias=False)[inner].astype(float)
+    assert abs(smooth.mean() - 127.5) < 3 and smooth.std() < 5
+    assert aliased.std() > 4 * smooth.std()
+    # a dot in a large photo stays where the affine puts its centre after the prefilter
+    img = np.zeros((1200, 1200, 3), np.uint8)
+    cv2.circle(img, (640 * 16, 520 * 16), 30 * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
+    m = T.build_affine(600.0, 600.0, 900.0, 64, T.AugmentParams(rotation=-20.0, flip=True))
+    out = T.warp(img, m, 64)[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[0:64, 0:64]
+    centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+    np.testing.assert_allclose(centroid, T.transform_points(np.array([640.0, 520.0]), m), atol=0.1)
