@@ -185,3 +185,16 @@ def test_two_datasets_do_not_share_draws(tmp_path):
     da = LandmarkDataset(a, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
     db = LandmarkDataset(b, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
     assert not torch.equal(da[0]["coords"], db[0]["coords"])
+
+
+def test_bench_augment_quick_mode_prints_a_table(capsys, monkeypatch):
+    import importlib.util
+    import sys
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_augment.py"
+    spec = importlib.util.spec_from_file_location("bench_augment", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_augment", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--images", "4", "--sizes", "64", "--workers", "0", "--batch", "2"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| OCN") or r.startswith("| HRNet")]
+    assert len(rows) == 2 and all(float(r.split("|")[5]) > 0 for r in rows)
