@@ -197,4 +197,4 @@ def test_bench_augment_quick_mode_prints_a_table(capsys, monkeypatch):
     spec.loader.exec_module(bench)
     assert bench.main(["--quick", "--images", "4", "--sizes", "64", "--workers", "0", "--batch", "2"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| OCN") or r.startswith("| HRNet")]
-    assert len(rows) == 2 and all(float(r.split("|")[5]) > 0 for r in rows)
+    assert len(rows) == 3 and all(float(r.split("|")[5]) > 0 for r in rows)
