@@ -88,20 +88,27 @@ def make_images(root: Path, n: int, size: int, seed: int = 0) -> AnnotationSet:
                          box_sizes=np.full(n, np.nan, f32))
 
 
-def measure(aset: AnnotationSet, images_dir: Path, p: Pipeline, workers: int, cached: bool, batch: int) -> float:
-    """Images/s of the second pass over the set; the first pass starts the (persistent) workers and,
-    when cached, fills each worker's image cache, so neither start-up cost is counted."""
+def measure(aset: AnnotationSet, images_dir: Path, p: Pipeline, workers: int, cached: bool, batch: int
+            ) -> tuple[float, float | None]:
+    """(images/s, CPU ms per image) of the second pass over the set.
+
+    The first pass starts the (persistent) workers and, when cached, fills each worker's image
+    cache, so neither start-up cost is counted. CPU time (all threads of this process) is given
+    for 0 workers only; it is the intrinsic cost, robust to other load on the machine, while
+    images/s is wall-clock and is not.
+    """
     ds = LandmarkDataset(aset, images_dir, PERM, p.input_size, augment=p.augment, heatmap_size=p.heatmap_size,
                          sigma=1.5, seed=0, cache_images=cached)
     loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0)
-    rate = 0.0
+    rate, cpu_ms = 0.0, None
     for _ in range(2):
-        seen, t0 = 0, time.perf_counter()
+        seen, t0, c0 = 0, time.perf_counter(), time.process_time()
         for b in loader:
             seen += len(b["index"])
         rate = seen / (time.perf_counter() - t0)
-    return rate
+        cpu_ms = 1000.0 * (time.process_time() - c0) / seen if workers == 0 else None
+    return rate, cpu_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.get_num_threads()} intra-op threads), OpenCV {cv2.__version__}; "
           f"{n} JPEG images per size, batch {a.batch}, {K} points; "
           f"load average at start {os.getloadavg()[0]:.1f} (other processes share these cores)\n")
-    print("| pipeline | photo px | workers | decode from | images/s |")
-    print("|---|---|---|---|---|")
+    print("| pipeline | photo px | workers | decode from | images/s (wall) | CPU ms/image |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sets = {s: make_images(root, n, s) for s in a.sizes}
@@ -127,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             for s in a.sizes:
                 for w in a.workers:
                     for src in sources:
-                        ips = measure(sets[s], root, p, w, src == "cache", a.batch)
-                        print(f"| {p.name} | {s} | {w} | {src} | {ips:.0f} |", flush=True)
+                        ips, cpu = measure(sets[s], root, p, w, src == "cache", a.batch)
+                        cpu_txt = f"{cpu:.1f}" if cpu is not None else "-"
+                        print(f"| {p.name} | {s} | {w} | {src} | {ips:.0f} | {cpu_txt} |", flush=True)
     return 0
 
 
