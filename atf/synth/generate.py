@@ -155,6 +155,8 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
     names = list(presets) if presets is not None else list(_presets.presets())
     _check_args(scale, names, workers)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out}: output path exists and is not a folder")
     want = {"generator": GENERATOR, "version": VERSION, "scale": float(scale), "seed": int(seed),
             "presets": names}
     if out.exists() and any(out.iterdir()):

@@ -24,7 +24,7 @@ import numpy as np
 from atf.synth import stats
 
 __all__ = [
-    "CURVES", "SCHEME_CURVES", "Face", "Calibration", "calibration", "template_curves",
+    "CURVES", "SCHEME_CURVES", "Face", "Calibration", "calibration", "template_curves", "template_from_mean",
     "SchemeDef", "deform", "rotation", "project", "scheme_points3d", "fit_calibration",
 ]
 
@@ -93,10 +93,9 @@ def _calibration_json() -> dict:
     return json.loads(CALIBRATION_FILE.read_text())
 
 
-@lru_cache(maxsize=1)
-def template_curves() -> dict[str, np.ndarray]:
-    """Neutral 3D template curves [M, 3] from the real WFLW mean shape (mouth closed)."""
-    mean = np.asarray(_calibration_json()["real"]["wflw98"]["mean"], dtype=np.float64)
+def template_from_mean(mean98: np.ndarray) -> dict[str, np.ndarray]:
+    """Neutral 3D template curves [M, 3] from a WFLW-98 mean shape (canonical frame), mouth closed."""
+    mean = np.asarray(mean98, dtype=np.float64)
     curves = {}
     for name, idx in CURVES.items():
         xy = mean[list(idx)].copy()
@@ -108,6 +107,12 @@ def template_curves() -> dict[str, np.ndarray]:
         curves[name][:, 1] += sign * gap * w
     curves["jaw"][:, 1] -= gap * 0.8 * _chin_weight(len(curves["jaw"]))
     return curves
+
+
+@lru_cache(maxsize=1)
+def template_curves() -> dict[str, np.ndarray]:
+    """The committed template: built from the real WFLW mean stored in calibration.json."""
+    return template_from_mean(np.asarray(_calibration_json()["real"]["wflw98"]["mean"]))
 
 
 def _mouth_weight(x: np.ndarray) -> np.ndarray:
@@ -134,9 +139,9 @@ class Face:
     identity: tuple[float, ...] = field(default=(0.0,) * 7)  # width, length, eye gap, eye size, nose, mouth, brow
 
 
-def deform(face: Face) -> dict[str, np.ndarray]:
+def deform(face: Face, template: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Template curves with the face's identity and expression applied (frontal, before pose)."""
-    c = {k: v.copy() for k, v in template_curves().items()}
+    c = {k: v.copy() for k, v in (template or template_curves()).items()}
     width, length, eye_gap, eye_size, nose, mouth_w, brow_h = face.identity
     c["jaw"][:, 0] *= 1 + width
     for k in ("jaw", "lip_out_up", "lip_out_lo", "lip_in_up", "lip_in_lo", "nose_base"):
@@ -247,9 +252,9 @@ def calibration() -> Calibration:
 
 # -- calibration fit (used by tools/calibrate_synth.py) ----------------------------------------
 
-def _initial_scheme(scheme: str, mean: np.ndarray) -> SchemeDef:
+def _initial_scheme(scheme: str, mean: np.ndarray, template: dict[str, np.ndarray]) -> SchemeDef:
     """Project each real mean point onto its curve of the neutral template: t and residual offset."""
-    base = deform(Face())
+    base = deform(Face(), template)
     names = _curve_names(scheme)
     t = np.zeros(len(names))
     bias = np.zeros((len(names), 2))
@@ -266,26 +271,23 @@ def _initial_scheme(scheme: str, mean: np.ndarray) -> SchemeDef:
 
 
 def fit_calibration(real: dict, n: int = 3000, iters: int = 5, seed: int = 0) -> dict:
-    """Fit t and offsets per scheme so that the synthetic Procrustes mean matches the real one."""
+    """Fit t and offsets per scheme so that the synthetic Procrustes mean matches the real one.
+
+    Fixed-point iteration: sample faces from the scheme's preset, compare the Procrustes mean with
+    the real mean, move the offsets by the difference. Converges in a few steps (printed).
+    """
     from atf.synth import presets
-    global _calibration_json
-    old = _calibration_json
-    _calibration_json = lambda: {"real": real}  # noqa: E731 - template only needs the real means
-    template_curves.cache_clear()
-    try:
-        out = {}
-        for scheme in stats.SCHEMES:
-            mean = np.asarray(real[scheme]["mean"])
-            sd = _initial_scheme(scheme, mean)
-            preset = presets.preset_for_scheme(scheme)
-            for it in range(iters):
-                shapes = presets.sample_shapes(preset, sd, n, seed=seed + it)
-                synth = stats.procrustes_mean(shapes, scheme)
-                delta = mean - stats.align_to(synth[None], mean)[0]
-                sd = SchemeDef(scheme, sd.curves, sd.t, sd.bias + delta)
-                print(f"  {scheme} iter {it}: mean error {np.linalg.norm(delta, axis=1).mean():.4f} IOD")
-            out[scheme] = {"t": np.round(sd.t, 4).tolist(), "bias": np.round(sd.bias, 4).tolist()}
-        return {"schemes": out}
-    finally:
-        _calibration_json = old
-        template_curves.cache_clear()
+    template = template_from_mean(np.asarray(real["wflw98"]["mean"]))
+    out = {}
+    for scheme in stats.SCHEMES:
+        mean = np.asarray(real[scheme]["mean"])
+        sd = _initial_scheme(scheme, mean, template)
+        preset = presets.preset_for_scheme(scheme)
+        for it in range(iters):
+            shapes = presets.sample_shapes(preset, sd, n, seed=seed + it, template=template)
+            synth = stats.procrustes_mean(shapes, scheme)
+            delta = mean - stats.align_to(synth[None], mean)[0]
+            sd = SchemeDef(scheme, sd.curves, sd.t, sd.bias + delta)
+            print(f"  {scheme} iter {it}: mean error {np.linalg.norm(delta, axis=1).mean():.4f} IOD")
+        out[scheme] = {"t": np.round(sd.t, 4).tolist(), "bias": np.round(sd.bias, 4).tolist()}
+    return {"schemes": out}

@@ -148,7 +148,8 @@ def sample_face(rng: np.random.Generator, group: Group, flags: np.ndarray) -> Fa
                 float(np.clip(eyes, 0.0, 1.4)), identity)
 
 
-def sample_shapes(preset: Preset, sd: SchemeDef, n: int, seed: int = 0) -> np.ndarray:
+def sample_shapes(preset: Preset, sd: SchemeDef, n: int, seed: int = 0,
+                  template: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """n projected landmark shapes [n, K, 2] drawn like the preset's real-file groups (calibration)."""
     rng = np.random.default_rng(seed)
     groups = [preset.group(g) for g in preset.real_groups]
@@ -162,7 +163,7 @@ def sample_shapes(preset: Preset, sd: SchemeDef, n: int, seed: int = 0) -> np.nd
         flags = group_flags(g, c, scale, rng)
         for row in flags:
             face = sample_face(rng, g, row)
-            pts = scheme_points3d(deform(face), sd, rng)
+            pts = scheme_points3d(deform(face, template), sd, rng)
             out[i] = project(pts, face)[:, :2]
             i += 1
     return out
