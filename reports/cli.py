@@ -111,7 +111,9 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
         specific = [w for w in fig5_why if w.startswith("Fig. 5")]
         notes.append((specific or fig5_why or ["Fig. 5 skipped"])[0])
     notes += sweeps.problems
-    (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs))
+    filters = ", ".join([f"sweep={run_filter.sweep}"] * bool(run_filter.sweep)
+                        + [f"{k}={v}" for k, v in run_filter.tags.items()])
+    (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs, filters))
     return notes, status
 
 

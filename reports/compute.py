@@ -105,6 +105,13 @@ def match_runs(runs: pd.DataFrame, selector: dict[str, str], table: str = "") ->
     for tag, value in selector.items():
         mask &= runs[tag].fillna("").astype(str).to_numpy() == value
     hit = runs[mask].copy()
+    sources = sorted(set(hit[keys.TAG_DATA].fillna("")))
+    mixed = ""
+    if len(sources) > 1:   # never average real with synthetic: keep one source, prefer real data
+        keep = "real" if "real" in sources else hit.sort_values("start_time")[keys.TAG_DATA].iloc[-1]
+        hit = hit[hit[keys.TAG_DATA] == keep]
+        mixed = (f"runs on {len(sources)} data sources ({', '.join(sources)}); used {keep} "
+                 "(choose with --tag data=VALUE)")
     listed = hit[keys.TAG_TABLES].fillna("").astype(str).str.split(",")
     hit["_in_table"] = [table in names for names in listed]
     hit = hit.sort_values(["_in_table", "start_time"])
@@ -115,6 +122,7 @@ def match_runs(runs: pd.DataFrame, selector: dict[str, str], table: str = "") ->
         note = (f"{int(clash.sum())} distinct cells share seed(s) "
                 f"{', '.join(sorted(set(cells.loc[clash, keys.TAG_SEED])))}; used the one listing "
                 f"table {table} (else the latest): {', '.join(sorted(cells.loc[clash, keys.TAG_CELL]))}")
+    note = "; ".join(filter(None, [mixed, note]))
     return cells.drop_duplicates(subset=[keys.TAG_SEED], keep="last").drop(columns="_in_table"), note
 
 

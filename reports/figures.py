@@ -64,6 +64,11 @@ class ArtifactCache:
         return target if target and target.is_file() else None
 
 
+def _data_label(result: TableResult) -> str:
+    """Figures carry their data too, so a synthetic curve is never taken for the paper's."""
+    return "data: " + (", ".join(result.data) or "none")
+
+
 def _mean_curve(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Seeds' CED curves on the first curve's thresholds (fractions averaged)."""
     frames = [pd.read_csv(p) for p in paths]
@@ -101,7 +106,7 @@ def ced_figures(result: TableResult, cache: ArtifactCache, out_dir: Path) -> tup
             drawn += 1
         if drawn:
             ax.set(xlabel="normalised error threshold", ylabel="fraction of test images",
-                   title=f"Table {t.id}: CED, {dataset} {subset}", ylim=(0, 1))
+                   title=f"Table {t.id}: CED, {dataset} {subset}\n{_data_label(result)}", ylim=(0, 1))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
             path = out_dir / f"ced_{t.id}_{dataset}_{subset}.png"
@@ -172,6 +177,7 @@ def comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out
             if r == 0:
                 ax.set_title(title, fontsize=9)
     path = out_dir / f"fig5_{result.table.id}_{dataset}_{subset}.png"
+    fig.suptitle(f"{dataset} {subset}, {_data_label(result)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -192,9 +192,10 @@ def tex_legend() -> str:
 
 
 def render_index(results: list[TableResult], files: dict[str, list[str]], notes: list[str],
-                 uri: str, figures: list[str]) -> str:
+                 uri: str, figures: list[str], filters: str = "") -> str:
     """The landing page: every table with its data statement, links, and what is missing."""
-    lines = ["# ATF: the paper's tables rebuilt from MLflow", "", f"MLflow store: `{uri}`", "",
+    lines = ["# ATF: the paper's tables rebuilt from MLflow", "",
+             f"MLflow store: `{uri}`" + (f"; runs filtered by {filters}" if filters else ""), "",
              "| Table | Title | Data | Cells filled | Files |", "|---|---|---|---|---|"]
     for r in results:
         ours = [c for c in r.cells.values() if not c.row.reference]

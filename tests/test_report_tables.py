@@ -250,6 +250,7 @@ def test_cli_filters_by_sweep(store, tmp_path):
                  "--format", "md", "--no-figures"]) == 0
     grid = _md_table((out / "table_IV.md").read_text())
     assert all(c.startswith(DASH) for row in grid[1:] for c in row[2:])
+    assert "runs filtered by sweep=table_i" in (out / "index.md").read_text()
     assert not (out / "table_IV.tex").exists()
 
 
@@ -270,9 +271,9 @@ def test_cli_bad_input(tmp_path, capsys):
 
 
 def test_match_runs_retries_and_distinct_cells():
-    def run(rid, cell, seed, tables, start):
+    def run(rid, cell, seed, tables, start, data="real"):
         return {"run_id": rid, "start_time": start, keys.TAG_CELL: cell, keys.TAG_SEED: seed,
-                keys.TAG_TABLES: tables, keys.TAG_TARGET: "wflw"}
+                keys.TAG_TABLES: tables, keys.TAG_TARGET: "wflw", keys.TAG_DATA: data}
     frame = pd.DataFrame([run("old", "c0", "0", "III", 1), run("new", "c0", "0", "III", 2),
                           run("s1", "c1", "1", "III", 3), run("other", "c9", "0", "VII", 4)])
     picked, note = match_runs(frame, {keys.TAG_TARGET: "wflw"}, "III")
@@ -281,3 +282,7 @@ def test_match_runs_retries_and_distinct_cells():
     picked, note = match_runs(frame[frame["run_id"] != "other"], {keys.TAG_TARGET: "wflw"}, "III")
     assert note == "" and len(picked) == 2
     assert match_runs(frame, {keys.TAG_TARGET: "300w"}, "III")[0].empty
+    # a synthetic seed is never averaged with real ones
+    mixed = pd.concat([frame, pd.DataFrame([run("syn", "c5", "2", "III", 9, SYNTH)])])
+    picked, note = match_runs(mixed, {keys.TAG_TARGET: "wflw"}, "III")
+    assert "syn" not in set(picked["run_id"]) and "used real" in note
