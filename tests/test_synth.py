@@ -179,6 +179,14 @@ def test_sheet(synth_root, tmp_path):
     assert img.shape == (4 * 176, 3 * 176, 3)
     assert img.std() > 20
     assert sheet_main(["--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    with pytest.raises(SystemExit):
+        sheet_main(["--data", str(synth_root), "--out", str(out), "--per-preset", "0"])
+
+
+def test_preset_order_does_not_matter(tmp_path):
+    a = generate(tmp_path / "a", TINY, seed=0, presets=["cofw", "300w"])
+    again = generate(tmp_path / "a", TINY, seed=0, presets=["300w", "cofw"], skip_existing=True)
+    assert a == again and a["presets"] == ["300w", "cofw"]
 
 
 def test_landmarks_sit_on_drawn_features():

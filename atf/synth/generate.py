@@ -154,6 +154,7 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
     from atf.synth import presets as _presets
     names = list(presets) if presets is not None else list(_presets.presets())
     _check_args(scale, names, workers)
+    names = [n for n in _presets.presets() if n in names]  # canonical order: the data does not depend on it
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: output path exists and is not a folder")
