@@ -156,7 +156,7 @@ class LandmarkDataset(Dataset):
         pts = transforms.transform_points(self.aset.landmarks[index], m)
         if params.flip:
             pts = transforms.flip_points(pts, self.flip_perm)
-        coords = transforms.input_px_to_crop(pts.astype(np.float32), self.input_size)
+        coords = transforms.input_px_to_crop(pts.astype(np.float64), self.input_size).astype(np.float32)
         sample: dict[str, Any] = {
             "image": torch.from_numpy(transforms.normalize(crop)),
             "coords": torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32)),

@@ -158,11 +158,16 @@ def predict_face(module: torch.nn.Module, meta: dict[str, Any], image_rgb: np.nd
     mean, std = _mean_std(meta)
     x = torch.from_numpy(np.ascontiguousarray(((crop - mean) / std).transpose(2, 0, 1)))[None].to(device)
     kind = meta["kind"]
-    out = flip_average(module, x, flip_perm_of(meta), kind) if flip else module(x)
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        y = module(t)
+        return y if kind == "heatmap" else y.reshape(t.shape[0], -1, 2)
+
+    out = flip_average(fn, x, flip_perm_of(meta), kind) if flip else fn(x)
     if kind == "heatmap":
         coords = heatmaps.hm_to_crop(heatmaps.decode(out, meta.get("decode", "argmax_shift")), out.shape[-1])
     else:
-        coords = out.reshape(1, -1, 2)
+        coords = out
     inv = transforms.invert_affine(m)[None]
     return transforms.to_original(coords.float().cpu().numpy(), inv, size)[0]
 
@@ -217,6 +222,7 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     faces: list[Face] = []
+    pngs: set[str] = set()
     for name in images:
         img = load_image(Path(name))
         if img is None:
@@ -231,7 +237,13 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
         mine = [Face(name, tuple(float(v) for v in box), predict_face(module, meta, img, box, flip, device), where)
                 for box, where in found]
         faces.extend(mine)
-        cv2.imwrite(str(out_dir / f"{Path(name).stem}_landmarks.png"), draw(img, mine))
+        png = f"{Path(name).stem}_landmarks.png"
+        n = 1
+        while png in pngs:            # two inputs with one file name (a/x.jpg, b/x.jpg)
+            n += 1
+            png = f"{Path(name).stem}_{n}_landmarks.png"
+        pngs.add(png)
+        cv2.imwrite(str(out_dir / png), draw(img, mine))
     if fmt == "csv":
         write_csv(faces, meta, out_dir / "landmarks.csv")
     else:

@@ -73,9 +73,11 @@ def test_boxes_csv_end_to_end_matches_training_crop(tmp_path, ocn_model, photo):
 
 def test_json_flip_and_whole_image_detector(tmp_path, ocn_model, photo):
     out = tmp_path / "out"
-    assert main([str(ocn_model), str(photo), "--detector", "whole", "--format", "json", "--flip",
+    assert main([str(ocn_model), str(photo), str(photo), "--detector", "whole", "--format", "json", "--flip",
                  "--out", str(out)]) == 0
     doc = json.loads((out / "landmarks.json").read_text())
+    assert len(doc["faces"]) == 2 and doc["faces"][0] == doc["faces"][1]
+    assert (out / "face one_landmarks.png").is_file() and (out / "face one_2_landmarks.png").is_file()
     face = doc["faces"][0]
     assert face["box"] == [0.0, 0.0, 160.0, 120.0] and face["box_source"] == "whole"
     assert np.array(face["landmarks"]).shape == (19, 2) and doc["dataset"] == "aflw"
