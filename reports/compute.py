@@ -131,7 +131,7 @@ def _stat(runs: Runs, selector: dict[str, str], metric_name: str, table: str) ->
     if matched.empty:
         return None, NO_RUN
     m = runs.metrics
-    vals = m[(m["name"] == metric_name) & m["run_id"].isin(matched["run_id"])]
+    vals = m[(m["name"] == metric_name) & m["run_id"].isin(matched["run_id"]) & m["value"].notna()]
     if vals.empty:
         return None, f"{len(matched)} run(s) lack metric {metric_name}"
     by_run = dict(zip(vals["run_id"], vals["value"]))

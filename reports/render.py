@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from atf import keys
+
 from .compute import CellResult, TableResult
 from .layouts import METRIC_LABEL, TAG_BY_SHORT
 from .sweeps import SweepIndex
@@ -53,14 +55,21 @@ def missing_groups(result: TableResult, sweeps: SweepIndex | None) -> list[Missi
     return out
 
 
+def _source(data: str) -> str:
+    if data == "real":
+        return "real datasets"
+    if data.startswith("synthetic"):
+        return f"SYNTHETIC benchmark {data}"
+    return f"UNKNOWN data source {data or '(no ' + keys.TAG_DATA + ' tag)'}"
+
+
 def data_statement(result: TableResult) -> str:
     """Which data the numbers come from, so a synthetic number is never read as the paper's."""
     if not result.data:
         return "Data: no finished runs matched this table; only the paper's values are shown."
-    kinds = [("real datasets" if d == "real" else f"SYNTHETIC benchmark {d}") for d in result.data]
-    text = f"Data: {', '.join(kinds)}."
+    text = f"Data: {', '.join(_source(d) for d in result.data)}."
     if any(d != "real" for d in result.data):
-        text += " Synthetic numbers test the pipeline; they are NOT a reproduction of the paper's."
+        text += " Numbers not on the real datasets test the pipeline; they are NOT a reproduction of the paper's."
     t = result.table
     if t.backbones and result.backbone != t.backbones[0]:
         text += f" Backbone: {result.backbone} (the paper's table uses {t.backbones[0]})."

@@ -19,7 +19,7 @@ from reports.cli import main
 from reports.collect import METRIC_COLUMNS, RUN_COLUMNS, Runs, collect
 from reports.compute import Stat, compute_table, exceeds_spread, match_runs, relative_change
 from reports.layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
-from reports.render import DASH, missing_groups, render_latex, render_markdown
+from reports.render import DASH, data_statement, missing_groups, render_latex, render_markdown
 from reports.sweeps import SweepIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,3 +286,13 @@ def test_match_runs_retries_and_distinct_cells():
     mixed = pd.concat([frame, pd.DataFrame([run("syn", "c5", "2", "III", 9, SYNTH)])])
     picked, note = match_runs(mixed, {keys.TAG_TARGET: "wflw"}, "III")
     assert "syn" not in set(picked["run_id"]) and "used real" in note
+
+
+def test_data_statement_names_the_source():
+    r = compute_table(load_tables()["V"], _empty())
+    assert "no finished runs" in data_statement(r)
+    r.data, r.run_ids = ("real",), ("a",)
+    assert data_statement(r).startswith("Data: real datasets.") and "NOT" not in data_statement(r)
+    r.data = ("",)
+    assert f"UNKNOWN data source (no {keys.TAG_DATA} tag)" in data_statement(r)
+    assert "NOT a reproduction" in data_statement(r)
