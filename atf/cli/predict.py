@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atf-predict", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="atf-predict", description="Landmarks on photos with an exported atf model.")
     p.add_argument("model", help="exported TorchScript model (atf.export)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--boxes", help="CSV with columns image, left, top, right, bottom (one row per face)")
