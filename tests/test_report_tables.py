@@ -16,8 +16,9 @@ from test_report_store import SYNTH, shared_store
 
 from atf import keys
 from reports.cli import main
-from reports.collect import METRIC_COLUMNS, RUN_COLUMNS, Runs, collect
+from reports.collect import DATA_ROOT_PARAM, METRIC_COLUMNS, RUN_COLUMNS, Runs, collect
 from reports.compute import Stat, compute_table, exceeds_spread, match_runs, relative_change
+from reports.figures import ArtifactCache, comparison_figure
 from reports.layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
 from reports.render import DASH, data_statement, missing_groups, render_latex, render_markdown
 from reports.sweeps import SweepIndex
@@ -296,3 +297,18 @@ def test_data_statement_names_the_source():
     r.data = ("",)
     assert f"UNKNOWN data source (no {keys.TAG_DATA} tag)" in data_statement(r)
     assert "NOT a reproduction" in data_statement(r)
+
+
+def test_fig5_skips_with_a_note_when_images_are_missing(store, tmp_path):
+    uri, _, runs = store
+    moved = Runs(runs.uri, runs.runs.assign(**{DATA_ROOT_PARAM: str(tmp_path / "elsewhere")}), runs.metrics)
+    result = compute_table(load_tables()["I"], moved)
+    cache = ArtifactCache(uri)
+    try:
+        path, why = comparison_figure(result, moved, cache, tmp_path)
+        assert path is None and why.startswith("Fig. 5 skipped") and "elsewhere" in why
+        path, why = comparison_figure(result, runs, cache, tmp_path)
+        assert path is not None and path.stat().st_size > 1000 and why == ""
+    finally:
+        cache.close()
+    assert not cache.dir.exists()
