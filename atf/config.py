@@ -56,6 +56,7 @@ class ModelConfig:
     input_size: int = 0            # 0 = backbone default (OCN 112, HRNet 256)
     width_mult: float = 1.0        # channel multiplier for small CPU configs
     heatmap_size: int = 0          # heatmap backbones only; 0 = input_size // 4
+    mean_shape_init: bool = True   # coordinate heads start at the training set's mean shape (bias of the FC)
 
 
 @dataclass(frozen=True)

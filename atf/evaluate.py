@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from atf import datasets, keys, metrics
+from atf import datasets, keys, metrics, transforms
 from atf.config import RunConfig
 from atf.data import LandmarkDataset, collate, flip_average
 from atf.heatmaps import decode, hm_to_crop
@@ -100,6 +100,13 @@ class RunData:
             heatmap_size=cfg.heatmap_size if cfg.model.backbone != "ocn" else None,
             sigma=cfg.sigma(name), seed=cfg.seed, skip_unreadable=cfg.data.skip_unreadable,
             cache_images=cfg.data.cache_images)
+
+    def mean_crop_coords(self, name: str) -> np.ndarray:
+        """Mean training shape [K, 2] in crop units of the un-augmented crop (no image is read)."""
+        ds = self.dataset(name, self._train[name], train=False)
+        identity = transforms.AugmentParams.identity()
+        pts = [transforms.transform_points(ds.aset.landmarks[i], ds.affine(i, identity)) for i in range(len(ds))]
+        return transforms.input_px_to_crop(np.mean(pts, axis=0), self.cfg.input_size).astype(np.float32)
 
     def val_set(self, name: str) -> LandmarkDataset | None:
         v = self._val[name]

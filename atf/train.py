@@ -117,6 +117,8 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, {d: self.data.num_points(d) for d in cfg.datasets},
                                  cfg.input_size, cfg.heatmap_size).to(self.device)
+        for name in cfg.datasets:
+            self._init_head(name)
         self.seconds: dict[str, float] = {}
         self.notes: list[str] = list(self.data.notes)
         self.best: dict[str, dict] = {}     # head -> {"nme", "epoch", "state"}; "main" best lives in best.pt
@@ -243,7 +245,16 @@ class _Run:
             if name not in self.model.heads:
                 torch.manual_seed(self.cfg.seed + 1000 + len(self.model.heads))
                 self.model.add_branch(name, k)
+                self._init_head(name)
         self.model.to(self.device)
+
+    @torch.no_grad()
+    def _init_head(self, name: str) -> None:
+        """Start a coordinate head at the mean shape: from-scratch regression converges far sooner."""
+        fc = getattr(self.model.heads[name], "fc", None)
+        if self.model.kind != "coords" or not self.cfg.model.mean_shape_init or not isinstance(fc, torch.nn.Linear):
+            return
+        fc.bias.copy_(torch.as_tensor(self.data.mean_crop_coords(name)).reshape(-1))
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, resume: Path | None) -> RunResult:
