@@ -113,7 +113,9 @@ def _init_ray(opts: SweepOptions) -> bool:
     if opts.address:
         ray.init(address=opts.address, log_to_driver=not quiet)
     else:
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count() or 1, include_dashboard=False,
+        # address="local": always a fresh in-process instance, never a `ray start` cluster that
+        # happens to run on this machine (plain ray.init() would join that one)
+        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=not quiet)
     return True
 
