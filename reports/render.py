@@ -173,7 +173,8 @@ def render_latex(result: TableResult) -> str:
     def tex_cell(c: CellResult) -> str:
         text = _cell(c, t.decimals_for(c.metric), (r"\textbf{", "}"), "PLUSMINUS", "PERCENT")
         text = _tex_escape(text).replace("PLUSMINUS", r"$\pm$").replace("PERCENT", r"\%")
-        return text.replace("Δ", r"$\Delta$").replace(DASH, "--").replace("*", r"$^{*}$")
+        text = text.replace("Δ", r"$\Delta$").replace(DASH, "--").replace("*", r"$^{*}$")
+        return text.replace("~", r"$^{\sim}$")   # a bare ~ would be a LaTeX space
 
     head = _header(result)
     body = _body(result, _tex_escape, tex_cell)
@@ -196,7 +197,7 @@ def render_latex(result: TableResult) -> str:
 
 def tex_legend() -> str:
     return ("Cell: ours (mean $\\pm$ std over seeds), (paper), $\\Delta$ relative improvement over our "
-            "baseline row in \\%; $^{*}$ beyond the seed spread, \\textasciitilde{} within it; "
+            "baseline row in \\%; $^{*}$ beyond the seed spread, $^{\\sim}$ within it; "
             "bold: best of ours per column; --: no run.")
 
 

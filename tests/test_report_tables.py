@@ -312,3 +312,28 @@ def test_fig5_skips_with_a_note_when_images_are_missing(store, tmp_path):
     finally:
         cache.close()
     assert not cache.dir.exists()
+
+
+def test_within_spread_mark_in_markdown_and_latex():
+    rows, metrics = [], []
+    name = keys.test_metric("cofw", "full", keys.NME)
+    for i, (aux, scenario, value) in enumerate([("", "baseline", 3.40), ("", "baseline", 3.60),
+                                                ("wflw", "atf", 3.44), ("wflw", "atf", 3.50)]):
+        rid = f"r{i}"
+        tags = {t: "" for t in RUN_COLUMNS if t.startswith("atf.")}
+        tags.update({keys.TAG_BACKBONE: "ocn", keys.TAG_TARGET: "cofw", keys.TAG_AUX: aux,
+                     keys.TAG_SCENARIO: scenario, keys.TAG_SEED: str(i % 2), keys.TAG_CELL: rid,
+                     keys.TAG_DATA: "real", keys.TAG_SELECTION: "val"})
+        if scenario == "atf":
+            tags.update({keys.TAG_LOSS: keys.LOSS_MB, keys.TAG_PROPORTIONS: keys.PROPORTIONS_WD})
+        rows.append({"run_id": rid, "experiment_id": "1", "start_time": i, "artifact_uri": "",
+                     DATA_ROOT_PARAM: "", **tags})
+        metrics.append({"run_id": rid, "name": name, "dataset": "cofw", "subset": "full",
+                        "metric": keys.NME, "value": value})
+    runs = Runs("mem", pd.DataFrame(rows, columns=list(RUN_COLUMNS)), pd.DataFrame(metrics))
+    r = compute_table(load_tables()["V"], runs)
+    cw = r.cell(0, "CW", "ocn")
+    assert cw.delta_exceeds_spread is False and cw.delta > 0
+    assert "**3.47** ±0.04 (3.91) Δ+0.9%~" in render_markdown(r, [], [])
+    tex = render_latex(r)
+    assert r"\Delta$+0.9\%$^{\sim}$" in tex and "%~" not in tex
