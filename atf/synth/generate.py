@@ -85,10 +85,13 @@ def make_sample(job: Job) -> tuple[np.ndarray, dict]:
     img = render_face(face, curves, pl, flags, rng, size)
     lo, hi = lm.min(0), lm.max(0)
     side = float((hi - lo).max())
-    centre = (lo + hi) / 2
+    mid = (lo + hi) / 2
+    # the real conventions: HRNet centre/scale and the detector box, relative to the landmark box
+    centre = mid + (np.asarray(real.get("center_rel_median", [0, 0]))
+                    + rng.normal(0, 0.5, 2) * np.asarray(real.get("center_rel_std", [0, 0]))) * side
     scale200 = side * float(real.get("scale200_over_side", 1.0))
     rel = np.asarray(real["box_rel_median"]) + rng.normal(0, 0.4, 4) * np.asarray(real["box_rel_std"])
-    box = np.concatenate([centre, centre]) + rel * side
+    box = np.concatenate([mid, mid]) + rel * side
     row = {"image": job.image_name, "landmarks": lm, "center": centre, "scale": scale200 / 200,
            "box": box, "box_size": scale200}
     return img, row

@@ -125,17 +125,20 @@ def _pct(v: np.ndarray) -> list[float]:
 def summarise_real(scheme: str, frames: Sequence) -> dict:
     """Compact statistics of real annotation frames (pandas DataFrames) of one scheme."""
     k = SCHEMES[scheme]
-    shapes_l, box_l, scale_l, size_l = [], [], [], []
+    shapes_l, box_l, scale_l, size_l, ctr_l = [], [], [], [], []
     for df in frames:
         cols = landmark_columns(list(df.columns), k)
         shapes_l.append(df[cols].to_numpy(float).reshape(len(df), k, 2))
         box_l.append(df[["left", "top", "right", "bottom"]].to_numpy(float))
         scale_l.append(df["scale"].to_numpy(float) if "scale" in df else np.full(len(df), np.nan))
         size_l.append(df["box_size"].to_numpy(float) if "box_size" in df else np.full(len(df), np.nan))
+        ctr_l.append(df[["center_w", "center_h"]].to_numpy(float) if "center_w" in df
+                     else np.full((len(df), 2), np.nan))
     shapes = np.concatenate(shapes_l)
     boxes, scales, sizes = np.concatenate(box_l), np.concatenate(scale_l), np.concatenate(size_l)
+    centres = np.concatenate(ctr_l)
     ok = np.isfinite(shapes).all((1, 2))
-    shapes, boxes, scales, sizes = shapes[ok], boxes[ok], scales[ok], sizes[ok]
+    shapes, boxes, scales, sizes, centres = shapes[ok], boxes[ok], scales[ok], sizes[ok], centres[ok]
     mean = procrustes_mean(shapes, scheme)
     lo, hi = shapes.min(1), shapes.max(1)
     side = (hi - lo).max(1)
@@ -153,6 +156,10 @@ def summarise_real(scheme: str, frames: Sequence) -> dict:
     }
     if np.isfinite(scales).any():
         out["scale200_over_side"] = round(float(np.nanmedian(scales * 200 / side)), 4)
+        # HRNet centre relative to the landmark box centre, in landmark-box sides
+        rel_c = (centres - centre) / side[:, None]
+        out["center_rel_median"] = np.round(np.nanmedian(rel_c, 0), 4).tolist()
+        out["center_rel_std"] = np.round(np.nanstd(rel_c, 0), 4).tolist()
     if np.isfinite(sizes).any():
         out["box_size_over_side"] = round(float(np.nanmedian(sizes / side)), 4)
         out["box_size_over_iod"] = round(float(np.nanmedian(sizes / iod)), 4)
