@@ -155,6 +155,14 @@ def test_skip_existing_and_force(tmp_path, capsys):
     assert csv.read_bytes() != b"" and csv.stat().st_mtime_ns != before
 
 
+def test_force_removes_the_replaced_sets_datasets_only(tmp_path):
+    generate(tmp_path, TINY, seed=0, presets=["cofw", "300w"])
+    (tmp_path / "mine.txt").write_text("keep")
+    marker = generate(tmp_path, TINY, seed=1, presets=["cofw"], force=True)
+    assert marker["presets"] == ["cofw"] and not (tmp_path / "300w").exists()
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
 def test_foreign_folder_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert synth_main(["--out", str(tmp_path), "--scale", str(TINY), "--presets", "cofw"]) == 2

@@ -174,29 +174,30 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
                 what = "this dataset already"
             raise SynthError(f"{out}: folder holds {what}; pass --skip-existing to reuse or --force to overwrite")
         (out / MARKER).unlink(missing_ok=True)
-        for n in names:
+        # our dataset folders and those of the replaced SynthFace set (never a user's other files)
+        for n in set(names) | set((have or {}).get("presets", [])) & set(_presets.presets()):
             shutil.rmtree(out / n, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(scale, seed, names)
     update, close = _progress(len(jobs))
     rows: dict[tuple[str, str], list[dict]] = {}
     args = [(j, str(out)) for j in jobs]
+    pool = None
     try:
         if workers == 1:
-            results = (_work(a) for a in args)
-            pool = None
-        else:
+            results = map(_work, args)
+        else:  # spawn: safe whatever threads the caller (e.g. torch) started; output does not depend on it
             pool = mp.get_context("spawn").Pool(workers)
             results = pool.imap(_work, args, chunksize=16)
         for job, row in zip(jobs, results):
             row["flags"] = dict(zip(_presets.ATTRIBUTES, job.flags))
             rows.setdefault((job.preset, job.group), []).append(row)
             update(1)
-        if pool is not None:
-            pool.close()
-            pool.join()
     finally:
         close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     from atf.synth import csvio  # pandas-backed writer: imported here, not in the worker processes
     counts = {}
     for name in names:
