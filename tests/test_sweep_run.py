@@ -103,6 +103,9 @@ experiments:
     assert shared.cell_id in cells
     assert run_sweep(load_sweep(q), SweepOptions()).reused == 1
     assert client.get_run(cells[shared.cell_id].info.run_id).data.tags[keys.TAG_TABLES] == "III,VII"
+    # --rerun trains it again: a second finished run of the same cell
+    assert run_sweep(load_sweep(q), SweepOptions(rerun=True, progress=False)).finished == 1
+    assert len([r for r in runs(db, keys.ROLE_CELL) if r.data.tags[keys.TAG_CELL] == shared.cell_id]) == 2
 
 
 def test_failing_and_killed_trials(tmp_path, synth_root, local_ray, monkeypatch):

@@ -1,0 +1,60 @@
+"""MLflow layout helpers against a real SQLite store, including several writer processes at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from atf import keys
+from atf.config import RunConfig
+from orchestration.mlflow_log import TrackingStore, flat_params
+
+WRITER = """
+import sys
+from atf import keys
+from atf.config import RunConfig
+from orchestration.mlflow_log import TrackingStore
+store = TrackingStore(sys.argv[1], "atf")
+parent = store.parent("w" + sys.argv[2], "x.yaml")
+for i in range(int(sys.argv[3])):
+    tags = {keys.TAG_CELL: f"{sys.argv[2]}-{i}", keys.TAG_TABLES: "I"}
+    run = store.open_run(parent_id=parent, sweep_name="w", tags=tags, role=keys.ROLE_CELL,
+                         trial_id=str(i), cfg=RunConfig(), name=str(i))
+    for step in (1, 2):
+        store.log_metrics(run, {keys.TRAIN_LOSS: 1.0 / step}, step)
+    store.finish(run, {keys.test_metric("wflw", "full", keys.NME): float(i)}, None, 0)
+"""
+
+
+def test_concurrent_sweeps_lose_no_runs(tmp_path):
+    """Three processes write to one fresh SQLite store at once (creation races and locks included)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    n = 12
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(w), str(n)], stderr=subprocess.PIPE,
+                              text=True) for w in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    done = TrackingStore(uri, "atf").finished_cells()
+    assert sorted(done) == sorted(f"{w}-{i}" for w in range(3) for i in range(n))
+    assert all(r.data.metrics[keys.TRAIN_LOSS] == 0.5 for r in done.values())
+
+
+def test_open_run_continues_unfinished_and_params_are_flat(tmp_path):
+    store = TrackingStore(f"sqlite:///{tmp_path / 'm.db'}", "atf")
+    parent = store.parent("s", "s.yaml")
+    cfg = RunConfig(scenario="atf", aux=("300w",))
+    tags = {keys.TAG_CELL: "abc", keys.TAG_TABLES: "III"}
+    first = store.open_run(parent_id=parent, sweep_name="s", tags=tags, role=keys.ROLE_CELL, trial_id="t1",
+                           cfg=cfg, name="abc")
+    again = store.open_run(parent_id=parent, sweep_name="s", tags=tags, role=keys.ROLE_CELL, trial_id="t2",
+                           cfg=cfg, name="abc")
+    assert again == first  # a retried / resumed trial continues its own run
+    run = store.client.get_run(first)
+    assert run.data.tags[keys.TAG_TRIAL] == "t2" and run.data.params == flat_params(cfg)
+    assert run.data.params["aux"] == '["300w"]' and run.data.params["optim.lr"] == "0.001"
+    store.finish(first, {}, None, 0)
+    store.add_tables(store.finished_cells()["abc"], ["VII", "I"])
+    assert store.client.get_run(first).data.tags[keys.TAG_TABLES] == "I,III,VII"
+    third = store.open_run(parent_id=parent, sweep_name="s", tags=tags, role=keys.ROLE_CELL, trial_id="t3",
+                           cfg=cfg, name="abc")
+    assert third != first  # finished runs are never reopened
