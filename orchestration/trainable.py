@@ -33,7 +33,7 @@ from atf.config import RunConfig, from_dict, to_dict
 __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
     "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
-    "trainer",
+    "trainer", "scratch_dir",
 ]
 
 FINAL = "atf/final"        # 1.0 on the last report of a trial (carries the test metrics)
@@ -160,8 +160,7 @@ def cell_trainable(config: dict[str, Any]) -> None:
     payload = config["cell"]
     cfg = build_config(payload, config.get("search"))
     _threads(payload.get("threads", 1))
-    out_dir = Path(tune.get_context().get_trial_dir()) / "run"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = scratch_dir(tune.get_context().get_experiment_name(), tune.get_context().get_trial_id())
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -184,6 +183,16 @@ def cell_trainable(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="atf-result-") as tmp:
         write_bundle(result, out_dir, Path(tmp))
         tune.report(final_metrics(result), checkpoint=tune.Checkpoint.from_directory(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)  # everything worth keeping went out through Tune
+
+
+def scratch_dir(experiment: str, trial_id: str) -> Path:
+    """Node-local working folder of a trial, outside Tune's trial dir (Tune syncs that one while
+    the trainer is still writing); what must survive travels as checkpoints and the result bundle."""
+    root = Path(os.environ.get("ATF_SWEEP_SCRATCH", Path(tempfile.gettempdir()) / "atf-trials"))
+    out = root / experiment / trial_id
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def payload(cell_id: str, cfg: RunConfig, role: str, threads: float,
