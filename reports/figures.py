@@ -8,6 +8,7 @@ come from the data root recorded in the run's params, read with atf's own reader
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class ArtifactCache:
         return target if target and target.is_file() else None
 
 
+def _label(text: str) -> str:
+    """`ATF_{WA}` as matplotlib mathtext, so a legend reads like the table."""
+    return re.sub(r"_\{([^}]*)\}", r"$_{\\mathrm{\1}}$", text)
+
+
 def _data_label(result: TableResult) -> str:
     """Figures carry their data too, so a synthetic curve is never taken for the paper's."""
     return "data: " + (", ".join(result.data) or "none")
@@ -101,7 +107,7 @@ def ced_figures(result: TableResult, cache: ArtifactCache, out_dir: Path) -> tup
             except (ValueError, OSError) as exc:
                 notes.append(f"Table {t.id}: CED of {cell.row.label} unreadable ({exc})")
                 continue
-            label = cell.row.label + (f" ({cell.column.label})" if several else "")
+            label = _label(cell.row.label) + (f" ({cell.column.label})" if several else "")
             ax.plot(x, y, label=f"{label} (n={len(paths)})")
             drawn += 1
         if drawn:
@@ -166,8 +172,8 @@ def comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out
     for r, i in enumerate(shown):
         name = gt.images[i]
         image = cv2.cvtColor(cv2.imread(str(folder / name)), cv2.COLOR_BGR2RGB)
-        panels = [("input", None), (base.row.label, pb.landmarks[index_b[name]]),
-                  (ours.row.label, po.landmarks[index_o[name]]), ("ground truth", gt.landmarks[i])]
+        panels = [("input", None), (_label(base.row.label), pb.landmarks[index_b[name]]),
+                  (_label(ours.row.label), po.landmarks[index_o[name]]), ("ground truth", gt.landmarks[i])]
         for c, (title, points) in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(image)

@@ -96,7 +96,8 @@ def _cell(cell: CellResult, digits: int, bold: tuple[str, str], pm: str, pct: st
     text += f" {paper}" if paper else ""
     if cell.delta is not None:
         mark = {True: "*", False: "~", None: ""}[cell.delta_exceeds_spread]
-        text += f" Δ{cell.delta:+.1f}{pct}{mark}"
+        delta = f"{cell.delta:+.1f}" if round(cell.delta, 1) != 0 else "0.0"   # never "-0.0"
+        text += f" Δ{delta}{pct}{mark}"
     return text
 
 
