@@ -132,15 +132,8 @@ class RunData:
         sets = [self.dataset(n, self._train[n], train=True) for n in names]
         batches = [[(epoch, d, int(i)) for i in idx] for d, idx in plan]
         workers = self.cfg.data.num_workers
-        return DataLoader(_Multi(sets), batch_sampler=batches, num_workers=workers, collate_fn=self._collate,
+        return DataLoader(_Multi(sets), batch_sampler=batches, num_workers=workers, collate_fn=collate,
                           pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
-
-    def _collate(self, samples: list[dict]) -> dict | None:
-        batch = collate(samples)
-        n_skip = len(batch["skipped"])
-        if n_skip:
-            self.skipped += n_skip
-        return batch if "image" in batch else None
 
 
 class _Multi(Dataset):
@@ -184,6 +177,9 @@ def predict(model: torch.nn.Module, head: str, ds: LandmarkDataset, cfg: RunConf
         return model(x, heads=[head])[head]
 
     for batch in loader:
+        data_skipped = len(batch["skipped"])
+        if data_skipped:
+            ds.skipped_eval = getattr(ds, "skipped_eval", 0) + data_skipped
         if "image" not in batch:
             continue
         x = batch["image"].to(device)
@@ -207,6 +203,8 @@ def evaluate_head(model: torch.nn.Module, head: str, ds: LandmarkDataset | None,
         return None
     pred, loss = predict(model, head, ds, data.cfg, device)
     ok = np.isfinite(pred).all(axis=(1, 2))
+    if not ok.all():
+        data.notes.append(f"{ds.aset.source}: {int((~ok).sum())} unreadable images skipped in evaluation")
     errors = metrics.nme(pred[ok], ds.aset.landmarks[ok], datasets.normalizers(ds.aset)[ok])
     return HeadEval(pred, errors, float(errors.mean() * 100.0), loss)
 

@@ -170,7 +170,8 @@ class _Run:
         bar = _progress(len(plan), f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
         for (d, _idx), batch in zip(plan, loader):
             name = stage.datasets[d]
-            if batch is None:  # every sample of the batch was unreadable and skipped
+            self.data.skipped += len(batch["skipped"])  # counted here: collate runs in the workers
+            if "image" not in batch:  # every sample of the batch was unreadable and skipped
                 continue
             x = batch["image"].to(self.device, non_blocking=True)
             gt = batch["heatmap" if self.model.kind == "heatmap" else "coords"].to(self.device, non_blocking=True)
