@@ -113,3 +113,18 @@ def test_cli_unknown_key_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "atf.cli.train", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "optim.epoch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_image_fails_clearly_or_is_counted(synth_root, tmp_path):
+    import shutil
+
+    from atf import datasets
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    train_set = datasets.load_split("wflw", "train", root=root)
+    (datasets.images_dir("wflw", root=root) / train_set.images[0]).write_bytes(b"not an image")
+    cfg = tiny(root, **{"optim.epochs": 1, "data.max_train": 0, "data.val_fraction": 0.1})
+    with pytest.raises(Exception, match=r"cannot read image .*" + train_set.images[0].split("/")[-1]):
+        train(cfg, tmp_path / "strict")
+    res = train(override(cfg, {"data.skip_unreadable": True}), tmp_path / "lenient")
+    assert any("skipped 1 unreadable" in n for n in res.notes) or any("unreadable" in n for n in res.notes)
