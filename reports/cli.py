@@ -65,18 +65,40 @@ def _figures(result: TableResult, runs: Runs, cache: ArtifactCache, out: Path,
     return paths, notes, why
 
 
+def _filters_text(run_filter: RunFilter) -> str:
+    return ", ".join([f"sweep={run_filter.sweep}"] * bool(run_filter.sweep)
+                     + [f"{k}={v}" for k, v in run_filter.tags.items()])
+
+
+def _read_runs(uri: str, run_filter: RunFilter) -> tuple[Runs, list[str], int]:
+    """The store's reported runs, or none with a one-line reason (exit status 1 if unreadable)."""
+    try:
+        runs = collect(uri, run_filter)
+    except StoreError as exc:
+        return _empty_runs(uri), [f"{exc}; tables show the paper's values only"], 1
+    if runs.empty:
+        which = f" matching {_filters_text(run_filter)}" if run_filter.sweep or run_filter.tags else ""
+        return runs, [f"no finished table runs in {uri}{which}; tables show the paper's values only"], 0
+    return runs, [], 0
+
+
+def _write_table(result: TableResult, out: Path, formats: list[str], sweeps: SweepIndex,
+                 figs: list[str]) -> list[str]:
+    """The table's files in the chosen formats; returns their names relative to `out`."""
+    tid, written = result.table.id, []
+    if "md" in formats:
+        (out / f"table_{tid}.md").write_text(render_markdown(result, missing_groups(result, sweeps), figs))
+        written.append(f"table_{tid}.md")
+    if "tex" in formats:
+        (out / f"table_{tid}.tex").write_text(render_latex(result))
+        written.append(f"table_{tid}.tex")
+    return written
+
+
 def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run_filter: RunFilter,
                  sweeps_dir: Path, figures: bool = True) -> tuple[list[str], int]:
     """Write the report; returns (notes for the user, exit status)."""
-    notes, status = [], 0
-    try:
-        runs = collect(uri, run_filter)
-        if runs.empty:
-            which = f" matching {run_filter}" if run_filter.sweep or run_filter.tags else ""
-            notes.append(f"no finished table runs in {uri}{which}; tables show the paper's values only")
-    except StoreError as exc:
-        notes.append(f"{exc}; tables show the paper's values only")
-        runs, status = _empty_runs(uri), 1
+    runs, notes, status = _read_runs(uri, run_filter)
     out.mkdir(parents=True, exist_ok=True)
     sweeps = SweepIndex.from_dir(sweeps_dir, run_filter.sweep)
     layouts = load_tables()
@@ -90,19 +112,13 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
                                                            if c.problem not in ("", NO_RUN)})]
             figs: list[str] = []
             if cache is not None:
-                paths, more, why = _figures(result, runs, cache, out, not any("fig5_" in f for f in all_figs))
+                want_fig5 = not any("fig5_" in f for f in all_figs)
+                paths, more, why = _figures(result, runs, cache, out, want_fig5)
                 figs = [str(p.relative_to(out)) for p in paths]
                 all_figs += figs
                 notes += more
                 fig5_why += [why] if why else []
-            groups = missing_groups(result, sweeps)
-            files[tid] = []
-            if "md" in formats:
-                (out / f"table_{tid}.md").write_text(render_markdown(result, groups, figs))
-                files[tid].append(f"table_{tid}.md")
-            if "tex" in formats:
-                (out / f"table_{tid}.tex").write_text(render_latex(result))
-                files[tid].append(f"table_{tid}.tex")
+            files[tid] = _write_table(result, out, formats, sweeps, figs)
     finally:
         if cache is not None:
             cache.close()
@@ -111,9 +127,7 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
         specific = [w for w in fig5_why if w.startswith("Fig. 5")]
         notes.append((specific or fig5_why or ["Fig. 5 skipped"])[0])
     notes += sweeps.problems
-    filters = ", ".join([f"sweep={run_filter.sweep}"] * bool(run_filter.sweep)
-                        + [f"{k}={v}" for k, v in run_filter.tags.items()])
-    (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs, filters))
+    (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs, _filters_text(run_filter)))
     return notes, status
 
 
