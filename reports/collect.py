@@ -82,6 +82,8 @@ def _check_reachable(uri: str) -> None:
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
                 resp.read()
+        except urllib.error.HTTPError:
+            pass   # it answered (a proxy without /health): reachable; the search decides the rest
         except (urllib.error.URLError, OSError) as exc:
             raise StoreError(f"MLflow server {uri} is unreachable: {exc}") from None
     elif uri.startswith("file:") or "://" not in uri:
