@@ -27,6 +27,8 @@ from reports.compute import compute_table
 from reports.layouts import load_tables
 
 BIN = Path(sys.executable).parent
+# the console script when installed (pip install -e .), else the same entry point as a module
+REPORT = [str(BIN / "atf-report")] if (BIN / "atf-report").exists() else [sys.executable, "-m", "reports.cli"]
 
 
 def _free_port() -> int:
@@ -108,7 +110,7 @@ def test_rest_api_has_what_the_report_uses(server):
 def test_atf_report_renders_from_the_server(server, tmp_path):
     url, _, _ = server
     out = tmp_path / "report"
-    done = subprocess.run([str(BIN / "atf-report"), "--mlflow-uri", url, "--out", str(out),
+    done = subprocess.run([*REPORT, "--mlflow-uri", url, "--out", str(out),
                            "--tables", "I,IV"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     iv = (out / "table_IV.md").read_text()
@@ -119,7 +121,7 @@ def test_atf_report_renders_from_the_server(server, tmp_path):
 
 def test_unreachable_server_is_one_line(tmp_path):
     port = _free_port()
-    done = subprocess.run([str(BIN / "atf-report"), "--mlflow-uri", f"http://127.0.0.1:{port}",
+    done = subprocess.run([*REPORT, "--mlflow-uri", f"http://127.0.0.1:{port}",
                            "--out", str(tmp_path / "r"), "--tables", "VI"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
