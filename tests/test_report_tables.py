@@ -53,6 +53,7 @@ EXPECTED = {
 
 def _paper_text() -> str | None:
     candidates = [Path(os.environ.get("ATF_PAPER_TEXT", "/nonexistent")),
+                  Path(os.environ.get("ATF_SHARED", "/nonexistent")) / "seed" / PAPER_NAME,
                   REPO / "shared" / "seed" / PAPER_NAME, REPO.parent / "shared" / "seed" / PAPER_NAME]
     for path in candidates:
         if path.is_file():
