@@ -67,7 +67,7 @@ def make_sheet(data: Path, out: Path, per_preset: int = 6, datasets: Sequence[st
         tiles = []
         for image, pts in samples:
             path = data / name / "images" / image
-            img = cv2.imread(str(path))
+            img = cv2.imread(str(path)) if path.is_file() else None
             if img is None:
                 raise SheetError(f"{path}: cannot read image listed in {pick.name}")
             tiles.append(_tile(img, pts, _COLOURS[j % len(_COLOURS)], f"{name} {len(pts)}pt", cell))
