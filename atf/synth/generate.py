@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from atf.synth import geometry, presets
-from atf.synth.geometry import deform, project, scheme_points3d
+from atf.synth.geometry import deform, project, scheme_points3d, silhouette_jaw
 from atf.synth.render import place, render_face
 
 __all__ = ["MARKER", "GENERATOR", "VERSION", "SynthError", "generate", "plan", "read_marker", "make_sample"]
@@ -75,7 +75,7 @@ def make_sample(job: Job) -> tuple[np.ndarray, dict]:
     st = presets.settings()
     rng = np.random.default_rng(_key(job.seed, job.preset, job.group, job.index))
     face = presets.sample_face(rng, group, np.array(job.flags))
-    curves = deform(face)
+    curves = silhouette_jaw(deform(face), face)
     size = int(st["image_size"])
     posed = {k: project(v, face) for k, v in curves.items()}
     pl = place(posed, size, float(rng.uniform(*st["face_fraction"])), rng)

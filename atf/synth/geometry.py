@@ -25,7 +25,7 @@ from atf.synth import stats
 
 __all__ = [
     "CURVES", "SCHEME_CURVES", "Face", "Calibration", "calibration", "template_curves", "template_from_mean",
-    "SchemeDef", "deform", "rotation", "project", "scheme_points3d", "fit_calibration",
+    "SchemeDef", "deform", "silhouette_jaw", "rotation", "project", "scheme_points3d", "fit_calibration",
 ]
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -173,6 +173,28 @@ def deform(face: Face, template: dict[str, np.ndarray] | None = None) -> dict[st
     for name, (a, b) in DERIVED.items():
         c[name] = (c[a] + c[b][::-1]) / 2
     return c
+
+
+def silhouette_jaw(curves: dict[str, np.ndarray], face: Face, front: float = 0.2) -> dict[str, np.ndarray]:
+    """Curves with the jaw moved to the visible face outline for this yaw.
+
+    Why: annotators put contour points on the visible boundary of the face, so on the far side of a
+    turned face they slide forward over the cheek. Each jaw point gets a horizontal arc through the
+    cheek to the face front (depth `front`); the point used is the arc's outermost one in the view.
+    Frontal faces are unchanged (the jaw point itself is outermost).
+    """
+    jaw = curves["jaw"]
+    phi = np.linspace(0, np.pi / 2, 25)                 # 0: the jaw point, pi/2: the face front
+    yaw = np.deg2rad(face.yaw)
+    x = jaw[:, :1] * np.cos(phi)[None]                  # [M, P]
+    z = jaw[:, 2:3] + (front - jaw[:, 2:3]) * np.sin(phi)[None]
+    xv = x * np.cos(yaw) + z * np.sin(yaw)              # image x of the arc points (before roll)
+    side = np.sign(jaw[:, :1])
+    best = np.argmax(xv * side, axis=1)
+    out = dict(curves)
+    rows = np.arange(len(jaw))
+    out["jaw"] = np.stack([x[rows, best], jaw[:, 1], z[rows, best]], axis=1)
+    return out
 
 
 @lru_cache(maxsize=256)

@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 import yaml
 
-from atf.synth.geometry import Face, SchemeDef, deform, project, scheme_points3d
+from atf.synth.geometry import Face, SchemeDef, deform, project, scheme_points3d, silhouette_jaw
 
 __all__ = [
     "ATTRIBUTES", "PRESETS_FILE", "Group", "Preset", "presets", "get_preset", "preset_for_scheme",
@@ -163,7 +163,7 @@ def sample_shapes(preset: Preset, sd: SchemeDef, n: int, seed: int = 0,
         flags = group_flags(g, c, scale, rng)
         for row in flags:
             face = sample_face(rng, g, row)
-            pts = scheme_points3d(deform(face, template), sd, rng)
+            pts = scheme_points3d(silhouette_jaw(deform(face, template), face), sd, rng)
             out[i] = project(pts, face)[:, :2]
             i += 1
     return out
