@@ -7,6 +7,7 @@ points sit on the drawn features. Reads only the files on disk (any folder in th
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,13 @@ def read_landmarks(path: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _marker_presets(data: Path) -> list[str]:
+    try:
+        return list(json.loads((data / "synthface.json").read_text()).get("presets", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def _tile(img: np.ndarray, pts: np.ndarray, colour, label: str, cell: int) -> np.ndarray:
     f = cell / img.shape[0]
     img = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA if cell < img.shape[0] else cv2.INTER_LINEAR)
@@ -53,7 +61,9 @@ def make_sheet(data: Path, out: Path, per_preset: int = 6, datasets: Sequence[st
     if per_preset < 1:
         raise SheetError(f"per-preset must be >= 1, got {per_preset}")
     if datasets is None:
-        datasets = sorted(p.name for p in data.iterdir() if p.is_dir() and any(p.glob("face_landmarks_*.csv")))
+        found = sorted(p.name for p in data.iterdir() if p.is_dir() and any(p.glob("face_landmarks_*.csv")))
+        order = _marker_presets(data)  # a SynthFace folder: its own preset order (wflw first)
+        datasets = [d for d in order if d in found] + [d for d in found if d not in order]
     if not datasets:
         raise SheetError(f"{data}: no dataset folders with face_landmarks_*.csv")
     rows = []
