@@ -237,7 +237,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             grid = fit(launch.data["grid"], lambda: tune.Tuner(
                 trainable, param_space={"cell": tune.grid_search(payloads)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent
-                                            or None, trial_dirname_creator=_dirname),
+                                            or None, trial_dirname_creator=_dirname, reuse_actors=True),
                 run_config=run_config(launch.data["grid"], f"{sweep.name} cells", len(plain))))
             _reconcile(store, grid, parent, sweep.name)
 
@@ -251,7 +251,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                 tune_config=tune.TuneConfig(
                     search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
                     mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
-                    trial_dirname_creator=_dirname),
+                    trial_dirname_creator=_dirname, reuse_actors=True),
                 run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples)))
             _reconcile(store, results, parent, sweep.name)
             best = choose(list(results))
