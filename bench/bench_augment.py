@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _machine import cpu_model  # noqa: E402
 from torch.utils.data import DataLoader
 
 from atf.config import AugmentConfig
@@ -54,14 +54,6 @@ PIPELINES = (
 )
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> AnnotationSet:

@@ -11,11 +11,11 @@ and the ratio of the two. The data is a SynthFace set (generated into --data if 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_model  # noqa: E402
 
 from atf.config import RunConfig, override
 from atf.evaluate import RunData
@@ -29,14 +29,6 @@ CASES = {  # name -> (config overrides, batch size)
 }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def step_fn(model, cfg: RunConfig, opt):
@@ -112,7 +104,7 @@ def main() -> None:
         if device.type == "cuda":
             steps *= 5
         rows.append(bench_case(name, upd, batch, steps, a.data, a.workers, device))
-    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_model()}, {torch.get_num_threads()} threads"
     print(f"\nmachine: {dev}; DataLoader workers: {a.workers}; torch {torch.__version__}\n")
     print("| model | batch | train step only (img/s) | full loop (img/s) | loop / step |")
     print("|---|---|---|---|---|")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ torch.set_num_threads(1)  # 2-core CI machine: tests run many small models; thre
 SYNTH_SCALE = 0.004  # ~30 WFLW-like train images; every preset and subset present
 
 
-def shared_dir() -> Path | None:
-    """The shared/ folder beside the repo (real annotation CSVs), or $ATF_SHARED."""
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from _shared import ANNOTATIONS, needs_shared
 
 from atf import keys
 from atf.cli.eval import main
@@ -93,20 +94,11 @@ def test_checkpoint_argument_is_dispatched(tmp_path, capsys):
     assert "best.pt" in capsys.readouterr().err
 
 
-def _annotations():
-    import os
-    from pathlib import Path
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p / "data" / "annotations"
-    return None
 
-
-@pytest.mark.skipif(_annotations() is None, reason="shared/data/annotations not found (set ATF_SHARED)")
+@needs_shared
 def test_real_files_in_another_row_order_score_zero(capsys):
     # the public 300W plain and _with_box files list the same faces in different orders
-    folder = _annotations() / "300w"
+    folder = ANNOTATIONS / "300w"
     args = ["--pred", str(folder / "face_landmarks_300w_valid.csv"),
             "--gt", str(folder / "face_landmarks_300w_valid_with_box.csv"), "--json"]
     assert main(args) == 0

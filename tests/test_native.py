@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from _shared import ANNOTATIONS, needs_shared
 
 from atf.cli.data import main as data_main
 from atf.datasets import load_split
@@ -24,14 +24,6 @@ from atf.native import (
     read_wflw,
 )
 from atf.readers import landmark_box, read_csv
-
-
-def _annotations() -> Path | None:
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p / "data" / "annotations"
-    return None
 
 
 def _shape(k: int, rng: np.random.Generator) -> np.ndarray:
@@ -226,11 +218,11 @@ def test_aflw_info_mat_split_frontal_and_box_size(tmp_path):
         read_aflw(tmp_path)
 
 
-@pytest.mark.skipif(_annotations() is None, reason="shared/data/annotations not found (set ATF_SHARED)")
+@needs_shared
 def test_landmark_box_reproduces_the_public_centre_and_scale():
     # the converter's centre/scale convention gives back the columns of the public WFLW/300W CSVs
     for dataset, subset in (("wflw", "largepose"), ("300w", "full"), ("300w", "test")):
-        aset = load_split(dataset, "test", subset, root=_annotations())
+        aset = load_split(dataset, "test", subset, root=ANNOTATIONS)
         centers, scales = landmark_box(aset.landmarks)
         same = (np.abs(aset.scales - scales) < 1e-4) & (np.abs(aset.centers - centers) < 1e-3).all(axis=1)
         assert same.mean() >= 0.99, (dataset, subset, same.mean())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import ANNOTATIONS, needs_shared
 
 from atf.config import DataConfig, DatasetPaths
 from atf.datasets import (
@@ -25,18 +25,6 @@ from atf.datasets import (
     test_subsets,
 )
 from atf.readers import AnnotationError, AnnotationSet, landmark_box, read_csv, write_csv
-
-
-def _shared() -> Path | None:
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p / "data" / "annotations"
-    return None
-
-
-ANNOTATIONS = _shared()
-needs_shared = pytest.mark.skipif(ANNOTATIONS is None, reason="shared/data/annotations not found (set ATF_SHARED)")
 
 # REFERENCE.md row counts of the public files: (dataset, split, subset) -> rows
 _ROWS = {

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import ANNOTATIONS, needs_shared
 
 from atf.datasets import dataset_names, get_dataset, load_split
 from atf.schemes import (
@@ -22,18 +22,6 @@ from atf.schemes import (
 )
 
 SCHEMES = ("wflw98", "300w68", "cofw29", "aflw19")
-
-
-def _shared() -> Path | None:
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p / "data" / "annotations"
-    return None
-
-
-ANNOTATIONS = _shared()
-needs_shared = pytest.mark.skipif(ANNOTATIONS is None, reason="shared/data/annotations not found (set ATF_SHARED)")
 
 # REFERENCE.md, "Horizontal flip permutations (official ATF configs)"
 _REF_FLIP = {

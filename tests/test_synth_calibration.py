@@ -5,27 +5,13 @@ Reads the real annotation CSVs in the shared folder (no images); skips with a re
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from _shared import SHARED, needs_shared
 
 from atf.synth import geometry, presets, stats
 from atf.synth.geometry import Face, deform, project, scheme_points3d
-
-
-def _shared() -> Path | None:
-    env = os.environ.get("ATF_SHARED")
-    for p in ([Path(env)] if env else []) + [Path(__file__).resolve().parents[1].parent / "shared"]:
-        if (p / "data" / "annotations").is_dir():
-            return p
-    return None
-
-
-SHARED = _shared()
-needs_shared = pytest.mark.skipif(SHARED is None, reason="shared/data/annotations not found (set ATF_SHARED)")
 
 
 @pytest.fixture(scope="module")
