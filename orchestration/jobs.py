@@ -48,8 +48,15 @@ def submit(argv: list[str]) -> int:
     base = args.base_dir or str(Path.cwd().resolve())
     entry = [args.python, "-m", "orchestration.cli", str(sweep.relative_to(root)), "--base-dir", base, *rest]
     client = JobSubmissionClient(args.address)
-    job = client.submit_job(entrypoint=" ".join(entry),
-                            runtime_env={"working_dir": str(root), "excludes": EXCLUDES})
+    for attempt in range(30):  # a head that just started may not have its job agent up yet
+        try:
+            job = client.submit_job(entrypoint=" ".join(entry),
+                                    runtime_env={"working_dir": str(root), "excludes": EXCLUDES})
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or attempt == 29:
+                raise
+            time.sleep(2.0)
     print(f"submitted job {job} to {args.address}: {' '.join(entry)}", flush=True)
     if args.no_wait:
         return 0
