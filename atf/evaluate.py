@@ -33,6 +33,8 @@ from atf.readers import AnnotationSet, write_csv
 from atf.schemes import get_scheme
 from atf.transforms import to_original
 
+CED_RANGE = 0.5  # the CED artifact spans NME 0..0.5 so that weak models still show a curve
+
 __all__ = ["RunData", "HeadEval", "TestReport", "evaluate_head", "report_tests", "predict", "checkpoint_main"]
 
 
@@ -226,7 +228,7 @@ def report_tests(model: torch.nn.Module, head: str, data: RunData, device: torch
         summary = metrics.summarize(ev.errors)
         for m, v in summary.items():
             rep.metrics[keys.test_metric(head, subset, m)] = float(v)
-        curve = metrics.ced(ev.errors, keys.FAIL_THRESHOLD)
+        curve = metrics.ced(ev.errors, CED_RANGE, steps=501)  # AUC/FR use 0.1; the curve shows more
         rep.ced[(head, subset)] = curve
         if out_dir is not None:
             ced_path = Path(out_dir) / keys.ced_artifact(head, subset)
