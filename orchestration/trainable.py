@@ -17,6 +17,7 @@ epoch k on the first attempt only (the marker file records that it fired).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -184,6 +185,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
         write_bundle(result, out_dir, Path(tmp))
         tune.report(final_metrics(result), checkpoint=tune.Checkpoint.from_directory(tmp))
     shutil.rmtree(out_dir, ignore_errors=True)  # everything worth keeping went out through Tune
+    with contextlib.suppress(OSError):
+        out_dir.parent.rmdir()  # the experiment's scratch folder, once its last trial is done
 
 
 def scratch_dir(experiment: str, trial_id: str) -> Path:
