@@ -194,6 +194,7 @@ def test_bench_augment_quick_mode_prints_a_table(capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_augment", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_augment", bench)  # dataclasses look their module up
+    monkeypatch.syspath_prepend(str(path.parent))  # bench/_machine.py, as when run as a script
     spec.loader.exec_module(bench)
     assert bench.main(["--quick", "--images", "4", "--sizes", "64", "--workers", "0", "--batch", "2"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| OCN") or r.startswith("| HRNet")]
