@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a person sees: start `mlflow ui` on loopback over a store and take a headless Chromium
-# screenshot of the runs page of its ATF experiment.
+# screenshot of the page comparing its reported cell runs (else the runs page).
 #
 #   tools/screenshot_mlflow.sh [STORE_URI] [OUT_PNG] [EXPERIMENT_NAME]
 #   defaults: sqlite:///mlflow.db  docs/img/mlflow_runs.png  (the experiment with most runs)
@@ -57,9 +57,23 @@ if want:
 count = {e["experiment_id"]: len(post("runs/search", {"experiment_ids": [e["experiment_id"]],
                                                       "max_results": 1000}).get("runs", []))
          for e in exps}
-print(max(count, key=count.get) if count else "")
+if not count:
+    print("")
+    raise SystemExit
+exp = max(count, key=count.get)
+# the reported cell runs (tag atf.role = cell): the MLflow page that compares them
+runs = post("runs/search", {"experiment_ids": [exp], "max_results": 50,
+                            "filter": "tags.`atf.role` = 'cell'"}).get("runs", [])
+ids = [r["info"]["run_id"] for r in runs]
+if ids:
+    from urllib.parse import quote
+    print(f"{exp} #/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp]))}")
+else:
+    print(f"{exp} #/experiments/{exp}/runs")
 PY
 )
+page=${exp#* }
+exp=${exp%% *}
 if [ -z "$exp" ]; then
     echo "screenshot_mlflow: no experiment${want:+ named $want} in $uri" >&2
     exit 1
@@ -69,6 +83,6 @@ mkdir -p "$(dirname "$out")"
 "$chrome" --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --user-data-dir="$profile" \
     --virtual-time-budget=20000 --screenshot="$(realpath -m "$out")" --window-size=1600,1000 \
-    "$base/#/experiments/$exp/runs" >/dev/null 2>&1
+    "$base/$page" >/dev/null 2>&1
 [ -s "$out" ] || { echo "screenshot_mlflow: chromium wrote no screenshot" >&2; exit 1; }
 echo "screenshot_mlflow: $out (experiment $exp of $uri)"
