@@ -179,10 +179,7 @@ def predict(model: torch.nn.Module, head: str, ds: LandmarkDataset, cfg: RunConf
         return model(x, heads=[head])[head]
 
     for batch in loader:
-        data_skipped = len(batch["skipped"])
-        if data_skipped:
-            ds.skipped_eval = getattr(ds, "skipped_eval", 0) + data_skipped
-        if "image" not in batch:
+        if "image" not in batch:  # all unreadable (skip mode): their rows stay NaN and are noted
             continue
         x = batch["image"].to(device)
         out = flip_average(run, x, ds.flip_perm, kind) if cfg.eval.flip_test else run(x)
