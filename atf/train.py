@@ -397,7 +397,8 @@ class _Run:
             def cb(r: EpochReport) -> None:
                 self.on_epoch(dataclasses.replace(r, stage=len(plan_stages(cfg)), metrics={
                     **r.metrics, keys.STAGE: float(len(plan_stages(cfg)))}))
-        res = train(scratch_cfg, self.out / "scratch", on_epoch=cb)
+        last = self.out / "scratch" / "checkpoints" / "last.pt"  # a restored trial continues it
+        res = train(scratch_cfg, self.out / "scratch", on_epoch=cb, resume=last if last.is_file() else None)
         self.seconds["novel_scratch"] = res.seconds.get("main", 0.0)
         out = {}
         for name, v in res.metrics.items():
