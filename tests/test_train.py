@@ -128,3 +128,14 @@ def test_unreadable_image_fails_clearly_or_is_counted(synth_root, tmp_path):
         train(cfg, tmp_path / "strict")
     res = train(override(cfg, {"data.skip_unreadable": True}), tmp_path / "lenient")
     assert any("skipped 1 unreadable" in n for n in res.notes) or any("unreadable" in n for n in res.notes)
+
+
+def test_heatmap_backbone_end_to_end(synth_root, tmp_path):
+    """HRNet path: heatmap targets with a per-dataset sigma, decoding, L_MB on heatmaps, export."""
+    cfg = tiny(synth_root, scenario="atf", aux=["300w"], **{
+        "model.backbone": "hrnet_w18", "model.input_size": 64, "model.width_mult": 0.25,
+        "optim.epochs": 1, "data.max_train": 16, "data.max_test": 4, "loss.sigma": {"300w": 1.0},
+        "eval.decode": "subpixel"})
+    res = train(cfg, tmp_path / "hr")
+    assert np.isfinite(res.metrics[keys.test_metric("wflw", "full", keys.NME)])
+    assert res.exported_model is not None and res.exported_model.is_file()
