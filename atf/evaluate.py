@@ -47,6 +47,7 @@ class RunData:
         self.skipped = 0
         self._train: dict[str, AnnotationSet] = {}
         self._val: dict[str, AnnotationSet | None] = {}
+        self._sets: dict[tuple[str, bool], LandmarkDataset] = {}  # built once: image caches live here
         datasets.apply_registry(cfg.data)  # user YAML schemes/datasets (a novel dataset, no code)
         names = [*cfg.datasets, *([cfg.novel] if cfg.novel else [])]
         for name in names:
@@ -110,9 +111,16 @@ class RunData:
         pts = [transforms.transform_points(ds.aset.landmarks[i], ds.affine(i, identity)) for i in range(len(ds))]
         return transforms.input_px_to_crop(np.mean(pts, axis=0), self.cfg.input_size).astype(np.float32)
 
+    def _split_set(self, name: str, train: bool) -> LandmarkDataset | None:
+        """The train or validation dataset of `name`, made once so its image cache survives epochs."""
+        key = (name, train)
+        if key not in self._sets:
+            aset = self._train[name] if train else self._val[name]
+            self._sets[key] = self.dataset(name, aset, train=train) if aset is not None else None
+        return self._sets[key]
+
     def val_set(self, name: str) -> LandmarkDataset | None:
-        v = self._val[name]
-        return self.dataset(name, v, train=False) if v is not None else None
+        return self._split_set(name, train=False)
 
     def test_sets(self, name: str, subsets: tuple[str, ...] | None = None) -> dict[str, LandmarkDataset]:
         """Every test subset whose file exists; a missing one is noted, not fatal (public copies lack some)."""
@@ -131,7 +139,7 @@ class RunData:
 
     def train_loader(self, names: tuple[str, ...], plan: list[tuple[int, np.ndarray]], epoch: int) -> DataLoader:
         """Loader yielding the plan's batches in order (one dataset per batch)."""
-        sets = [self.dataset(n, self._train[n], train=True) for n in names]
+        sets = [self._split_set(n, train=True) for n in names]
         batches = [[(epoch, d, int(i)) for i in idx] for d, idx in plan]
         workers = self.cfg.data.num_workers
         return DataLoader(_Multi(sets), batch_sampler=batches, num_workers=workers, collate_fn=collate,
@@ -297,4 +305,4 @@ class _EvalData(RunData):
     def __init__(self, cfg: RunConfig) -> None:
         datasets.apply_registry(cfg.data)
         self.cfg, self.notes, self.skipped = cfg, [], 0
-        self._train, self._val = {}, {}
+        self._train, self._val, self._sets = {}, {}, {}
