@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_synth.py", "bench_augment.py", "bench_train_step.py", "bench_loop.py", "bench_sweep.py"]
+BENCHES = ["count_models.py", "bench_synth.py", "bench_augment.py", "bench_train_step.py", "bench_loop.py", "bench_sweep.py"]
 
 
 def main() -> int:
     extra = ["--quick"] if "--quick" in sys.argv[1:] else []
     failed = []
     for name in BENCHES:
-        args = extra if name != "bench_synth.py" else []
+        args = extra if name not in ("bench_synth.py", "count_models.py") else []
         print(f"\n## {name} {' '.join(args)}\n", flush=True)
         if subprocess.run([sys.executable, str(HERE / name), *args]).returncode != 0:
             failed.append(name)
