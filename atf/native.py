@@ -79,8 +79,9 @@ def _aset(dataset: str, source: str, images: list[str], lm: np.ndarray, boxes: n
     lm = np.asarray(lm, np.float32).reshape(n, -1, 2)
     if centers is None or scales is None:
         centers, scales = landmark_box(lm) if n else (np.zeros((0, 2)), np.zeros(0))
+    spec = get_dataset(dataset)
     return AnnotationSet(
-        dataset=dataset, scheme=get_dataset(dataset).scheme, source=source, images=tuple(images),
+        dataset=dataset, scheme=spec.scheme, style=spec.style, source=source, images=tuple(images),
         landmarks=lm, centers=np.asarray(centers, np.float32).reshape(n, 2),
         scales=np.asarray(scales, np.float32).reshape(n),
         boxes=(np.asarray(boxes, np.float32).reshape(n, 4) if boxes is not None

@@ -200,7 +200,16 @@ def write_csv(faces: list[Face], meta: dict[str, Any], path: Path) -> Path:
         landmarks=np.array([f.landmarks for f in faces], dtype=np.float32).reshape(-1, k, 2),
         centers=centers.astype(np.float32), scales=(sides / 200.0).astype(np.float32), boxes=boxes,
         box_sizes=np.full(len(faces), np.nan, dtype=np.float32))
-    return write_annotations(aset, path, with_box=True, box_size=False)
+    return write_annotations(aset, path, with_box=True, box_size=False, style=_style_of(aset.dataset))
+
+
+def _style_of(dataset: str) -> str:
+    """CSV column style of a registered dataset ("original" for an unknown one)."""
+    from atf.datasets import DatasetError, get_dataset
+    try:
+        return get_dataset(dataset).style
+    except DatasetError:
+        return "original"
 
 
 def write_json(faces: list[Face], meta: dict[str, Any], model: str, path: Path) -> Path:

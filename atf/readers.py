@@ -46,6 +46,7 @@ class AnnotationSet:
     scales: np.ndarray         # [N] float32; scale*200 = box side in pixels
     boxes: np.ndarray          # [N, 4] float32 left, top, right, bottom (NaN row when absent)
     box_sizes: np.ndarray      # [N] float32 (AFLW box_size column; NaN when absent)
+    style: Style = "original"  # column style of the file it was read from; `write_csv` keeps it
 
     def __len__(self) -> int:
         return len(self.images)
@@ -174,7 +175,7 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
         dataset=dataset, scheme=scheme, source=str(path), images=images,
         landmarks=lm.astype(f32), centers=np.asarray(centers, f32).reshape(n, 2),
         scales=np.asarray(scales, f32).reshape(n), boxes=boxes.astype(f32),
-        box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32))
+        box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32), style=style)
 
 
 def _fast_table(path: Path, width: int) -> tuple[tuple[str, ...], np.ndarray] | None:
@@ -243,22 +244,15 @@ def write_csv(aset: AnnotationSet, path: str | Path, with_box: bool | None = Non
               style: Style | None = None, box_size: bool | None = None) -> Path:
     """Write `aset` in exactly the real layout; returns the path.
 
-    style: "original" or "cofw"; None = the dataset's registered style ("original" if unknown).
+    style: "original" or "cofw"; None = the set's own (`aset.style`: a set read from a file is
+    written back in its layout; builders of new sets take it from the dataset registry).
     with_box: add left..bottom; None = when every row has a box. box_size: add AFLW's column;
-    None = when the dataset registers one, or (unknown dataset) when every row has one.
+    None = when every row has one.
     """
     path = Path(path)
-    spec = None
-    if aset.dataset:
-        from atf.datasets import DatasetError, get_dataset
-        try:
-            spec = get_dataset(aset.dataset)
-        except DatasetError:
-            spec = None
-    style = style or (spec.style if spec else "original")
+    style = style or aset.style
     with_box = aset.has_boxes if with_box is None else with_box
-    if box_size is None:
-        box_size = spec.box_size if spec else aset.has_box_sizes
+    box_size = aset.has_box_sizes if box_size is None else box_size
     if with_box and not aset.has_boxes:
         raise AnnotationError(f"{path}: cannot write boxes: {aset.source} has rows without a box")
     if box_size and style == "original" and not aset.has_box_sizes:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from atf.datasets import get_dataset
 from atf.readers import AnnotationSet, write_csv
 
 __all__ = ["file_name", "to_annotation_set", "write_rows"]
@@ -33,11 +34,12 @@ def to_annotation_set(dataset: str, scheme: str, rows: Sequence[dict], source: s
 
     # round like the public files: scale to 3 decimals, centre to 0.5 px
     scales = np.round(stack("scale", (n,)), 3)
+    spec = get_dataset(dataset)
     return AnnotationSet(
-        dataset=dataset, scheme=scheme, source=source, images=tuple(r["image"] for r in rows),
+        dataset=dataset, scheme=scheme, style=spec.style, source=source, images=tuple(r["image"] for r in rows),
         landmarks=np.round(stack("landmarks", (n, k, 2)), 3), centers=np.round(stack("center", (n, 2)) * 2) / 2,
         scales=scales, boxes=np.round(stack("box", (n, 4)), 3),
-        box_sizes=(scales * 200).astype(f32) if dataset == "aflw" else np.full(n, np.nan, f32))
+        box_sizes=(scales * 200).astype(f32) if spec.box_size else np.full(n, np.nan, f32))
 
 
 def write_rows(dataset: str, scheme: str, rows: Sequence[dict], path: Path, with_box: bool) -> None:
