@@ -81,3 +81,16 @@ def test_pose_moves_every_scheme_consistently():
         right = project(scheme_points3d(deform(Face(yaw=40)), cal.schemes[s], noise=False), Face(yaw=40))
         yl, yr = stats.yaw_proxy(left[None, :, :2], s)[0], stats.yaw_proxy(right[None, :, :2], s)[0]
         assert yl < -0.2 and yr > 0.2, s
+
+
+def test_fit_reproduces_the_committed_calibration():
+    """The fit `tools/calibrate_synth.py` runs, restarted from the stored real means, lands on the
+    committed curve positions exactly and on the committed offsets within sampling noise."""
+    from atf.synth.calibrate import fit_calibration
+    cal = geometry.calibration()
+    fitted = fit_calibration(cal.real, n=400, iters=3, seed=0)["schemes"]
+    assert set(fitted) == set(stats.SCHEMES)
+    for s in stats.SCHEMES:
+        np.testing.assert_allclose(fitted[s]["t"], cal.schemes[s].t, atol=1e-4, err_msg=s)
+        offset = np.abs(np.asarray(fitted[s]["bias"]) - cal.schemes[s].bias)
+        assert offset.mean() < 0.02, f"{s}: mean offset change {offset.mean():.4f} IOD"

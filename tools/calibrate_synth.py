@@ -5,7 +5,7 @@ annotation files (no images needed), Procrustes-aligns every face of each scheme
 derived numbers in `atf/synth/calibration.json`: the mean shape per scheme (rounded to 1e-4, in
 units of the outer inter-ocular distance), the box conventions (scale*200 and detector box relative
 to the landmarks), and percentiles of a yaw proxy and a mouth-opening proxy. Then it fits each
-scheme's systematic bias so that synthetic means match the real ones (`atf.synth.geometry`).
+scheme's systematic bias so that synthetic means match the real ones (`atf.synth.calibrate`).
 
     .venv/bin/python tools/calibrate_synth.py [--shared DIR]
 """
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{scheme}: {real[scheme]['n']} faces")
     calib = {"real": real}
     # fit the per-scheme biases of the synthetic schemes against the real means
-    from atf.synth import geometry
-    calib.update(geometry.fit_calibration(real))
+    from atf.synth.calibrate import fit_calibration
+    calib.update(fit_calibration(real))
     args.out.write_text(json.dumps(calib, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -6,7 +6,7 @@ with identity and expression variation, posed by yaw/pitch/roll and projected or
 A scheme's landmark is a fractional vertex index along one curve plus a systematic per-scheme
 offset (its annotation convention); per-point noise is added per face. Curve shapes come from the
 real WFLW mean shape and the offsets are fitted so that each scheme's synthetic mean shape matches
-its real mean shape (`tools/calibrate_synth.py` -> `calibration.json`).
+its real mean shape (`atf/synth/calibrate.py`, run by `tools/calibrate_synth.py` -> `calibration.json`).
 
 Units: the template's outer eye corners sit at (-0.5, 0, z) and (0.5, 0, z); y points down and z
 toward the camera.
@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from atf.synth import stats
-
 __all__ = [
     "CURVES", "SCHEME_CURVES", "Face", "Calibration", "calibration", "template_curves", "template_from_mean",
-    "SchemeDef", "deform", "silhouette_jaw", "rotation", "project", "scheme_points3d", "fit_calibration",
+    "SchemeDef", "deform", "silhouette_jaw", "rotation", "project", "scheme_points3d", "initial_scheme",
 ]
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
@@ -272,9 +270,9 @@ def calibration() -> Calibration:
     return Calibration(schemes, data["real"])
 
 
-# -- calibration fit (used by tools/calibrate_synth.py) ----------------------------------------
+# -- calibration start (the fit itself: atf/synth/calibrate.py) --------------------------------
 
-def _initial_scheme(scheme: str, mean: np.ndarray, template: dict[str, np.ndarray]) -> SchemeDef:
+def initial_scheme(scheme: str, mean: np.ndarray, template: dict[str, np.ndarray]) -> SchemeDef:
     """Project each real mean point onto its curve of the neutral template: t and residual offset."""
     base = deform(Face(), template)
     names = _curve_names(scheme)
@@ -290,26 +288,3 @@ def _initial_scheme(scheme: str, mean: np.ndarray, template: dict[str, np.ndarra
             t[i] = dense[np.argmin(np.linalg.norm(pts - mean[i], axis=1))]
         bias[i] = mean[i] - _along(curve, t[i:i + 1])[0, :2]
     return SchemeDef(scheme, names, t, bias)
-
-
-def fit_calibration(real: dict, n: int = 3000, iters: int = 5, seed: int = 0) -> dict:
-    """Fit t and offsets per scheme so that the synthetic Procrustes mean matches the real one.
-
-    Fixed-point iteration: sample faces from the scheme's preset, compare the Procrustes mean with
-    the real mean, move the offsets by the difference. Converges in a few steps (printed).
-    """
-    from atf.synth import presets
-    template = template_from_mean(np.asarray(real["wflw98"]["mean"]))
-    out = {}
-    for scheme in stats.SCHEMES:
-        mean = np.asarray(real[scheme]["mean"])
-        sd = _initial_scheme(scheme, mean, template)
-        preset = presets.preset_for_scheme(scheme)
-        for it in range(iters):
-            shapes = presets.sample_shapes(preset, sd, n, seed=seed + it, template=template)
-            synth = stats.procrustes_mean(shapes, scheme)
-            delta = mean - stats.align_to(synth[None], mean)[0]
-            sd = SchemeDef(scheme, sd.curves, sd.t, sd.bias + delta)
-            print(f"  {scheme} iter {it}: mean error {np.linalg.norm(delta, axis=1).mean():.4f} IOD")
-        out[scheme] = {"t": np.round(sd.t, 4).tolist(), "bias": np.round(sd.bias, 4).tolist()}
-    return {"schemes": out}
