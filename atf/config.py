@@ -39,7 +39,9 @@ class DatasetPaths:
 class DataConfig:
     root: str = "data/synth"       # default parent folder: <root>/<dataset>/face_landmarks_*.csv
     paths: dict[str, DatasetPaths] = field(default_factory=dict)  # per-dataset overrides of root
-    val_fraction: float = 0.1      # share of the target's train split held out for model selection
+    val_fraction: float = 0.1      # share of each SELECTED head's train split held out for model selection
+                                   # (the target; joint/novel: also the fine-tuned heads); auxiliaries keep
+                                   # all their data. 0 only with eval.selection: test (the paper's practice)
     max_train: int = 0             # cap on train images per dataset (0 = all); small/fast modes
     max_test: int = 0              # cap on test images per subset (0 = all)
     num_workers: int = 0           # DataLoader worker processes (0 = in the main process)
@@ -63,9 +65,14 @@ class ModelConfig:
 class LossConfig:
     kind: Literal["auto", "l1", "l2", "wing", "heatmap_mse"] = "auto"  # auto: OCN l1, HRNet heatmap_mse
     mixed: bool = True             # True = L_MB (eq. 3-5); False = L_AT (no similar-point term)
-    alpha: float = 1.0             # weight of L_ps on target batches (eq. 3)
+    # eq. 3 weights. The paper gives them only for WFLW+AFLW (0.2/0.8/0.1); elsewhere the public code
+    # rules: OCN one mixed weight 0.5 (alpha = gamma = 0.5, beta = 1); HRNet 0.2/0.5/0.1 rescaled
+    # ("running"). Defaults: the OCN code's (docs/protocol.md).
+    alpha: float = 0.5             # weight of L_ps on target batches (eq. 3)
     beta: float = 1.0              # weight of an auxiliary head's own loss on its batches
-    gamma: float = 0.1             # weight of L_ps on auxiliary batches
+    gamma: float = 0.5             # weight of L_ps on auxiliary batches
+    weighting: Literal["fixed", "running"] = "fixed"  # running: public HRNet ATF code, weights x
+                                   # mean(L_main)/mean(L_ps or L_aux) over the epoch so far (losses.LossWeights)
     pairs: Literal["official", "rich"] = "official"  # similar-point table: the official 10, or pair-specific
     sigma: dict[str, float] = field(default_factory=dict)  # heatmap sigma per dataset (default 1.5)
 
@@ -80,39 +87,50 @@ class AtdpConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3               # heads' lr (and the trunk's unless trunk_lr is set); OCN paper 1e-3
+    trunk_lr: float = 0.0          # 0 = lr; public HRNet ATF code: trunk 1.5e-4, heads 2e-4
+    weight_decay: float = 1e-6     # public OCN code 1e-6; HRNet face code 0
     schedule: Literal["plateau", "multistep", "none"] = "plateau"
     patience: int = 10             # plateau: epochs without val improvement before lr x factor
     factor: float = 0.1
     milestones: tuple[int, ...] = (30, 50)  # multistep
     epochs: int = 60
     batch_size: int = 16
+    epoch_passes: int = 1          # passes over the target per epoch (public OCN code: dataset_exp 15);
+                                   # ATDP decays and plateau patience count these longer epochs
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Defaults: the paper's OCN list (random crop 0.2, flip 0.5, rotation +-30); our extras are off."""
     enabled: bool = True
     flip: float = 0.5              # probability of a horizontal flip (with the scheme permutation)
     rotation: float = 30.0         # max degrees, uniform in +-rotation
-    rotation_prob: float = 0.6
-    scale: float = 0.25            # random scale in 1 +- scale
+    rotation_prob: float = 1.0     # paper: every sample (no probability given); HRNet face code 0.6
+    scale: float = 0.0             # random scale in 1 +- scale (HRNet face code 0.25; not in the OCN list)
     translate: float = 0.0         # random shift, fraction of the crop side
     random_crop: float = 0.2       # random crop: jitter of crop side/position, fraction of the side
-    color: float = 0.2             # brightness/contrast/saturation jitter strength (0 = off)
+    color: float = 0.0             # ours, off in the paper protocol: brightness/contrast/saturation jitter
+    grayscale: float = 0.0         # ours, off in the paper protocol: probability of a grayscale sample
+    auxiliary: bool = True         # augment auxiliary datasets too (public HRNet ATF code: false)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     selection: Literal["val", "test"] = "val"  # "test" = the paper's protocol (best test epoch); outputs say so
+    protocol: Literal["benchmark", "ocn", "both"] = "benchmark"  # NME protocol(s) of the test metrics:
+                                   # benchmark = original pixels, benchmark normalisers (keys.test_metric);
+                                   # ocn = the public OCN code's crop units (keys.PROTOCOL_OCN names)
     flip_test: bool = False        # average predictions of the image and its mirror
     decode: Literal["argmax_shift", "subpixel"] = "argmax_shift"  # heatmap decoding
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 10               # joint/novel: epochs of head fine-tuning on a frozen trunk
-    lr: float = 1e-3
+    """Joint/novel head fine-tuning on the frozen trunk (BatchNorm in eval): the public fine_tune.py."""
+    epochs: int = 100              # public code 100 (the paper gives no schedule)
+    lr: float = 2e-4               # Adam (optim.name), public code 2e-4
+    milestones: tuple[int, ...] = (30, 50, 70)  # lr x optim.factor at these epochs; () = constant lr
     compare_scratch: bool = True   # novel: also train the novel dataset's model from scratch, for timing
 
 
@@ -151,14 +169,33 @@ class RunConfig:
             raise ConfigError(f"atdp.decays: expected {n} values (one per aux), got {len(self.atdp.decays)}")
         if not 0.0 <= self.data.val_fraction < 1.0:
             raise ConfigError("data.val_fraction: must be in [0, 1)")
-        if self.optim.epochs < 1 or self.optim.batch_size < 1:
-            raise ConfigError("optim.epochs and optim.batch_size must be >= 1")
+        if self.data.val_fraction == 0 and self.eval.selection == "val":
+            raise ConfigError("data.val_fraction: 0 leaves no validation split; set eval.selection: test "
+                              "(the paper's practice) or a fraction > 0")
+        if self.optim.epochs < 1 or self.optim.batch_size < 1 or self.optim.epoch_passes < 1:
+            raise ConfigError("optim.epochs, optim.batch_size and optim.epoch_passes must be >= 1")
 
     # -- derived values, so no caller recomputes them differently --------------------------
     @property
     def datasets(self) -> tuple[str, ...]:
         """Heads of the trained model: target first, then aux (novel is added later)."""
         return (self.target, *self.aux)
+
+    @property
+    def selected_heads(self) -> tuple[str, ...]:
+        """Heads chosen at their best epoch, each on its own validation split (or test set under
+        selection=test), and reported: the target; joint/novel also every fine-tuned head."""
+        if self.scenario == keys.SCENARIO_JOINT:
+            return self.datasets
+        if self.scenario == keys.SCENARIO_NOVEL:
+            return (*self.datasets, self.novel)
+        return (self.target,)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """NME protocols the test metrics are computed in (keys.PROTOCOLS order)."""
+        p = self.eval.protocol
+        return (keys.PROTOCOL_BENCHMARK, keys.PROTOCOL_OCN) if p == "both" else (p,)
 
     @property
     def ratios(self) -> tuple[float, ...]:

@@ -73,7 +73,7 @@ class LandmarkDataset(Dataset):
         flip_perm: Sequence[int] | np.ndarray,
         input_size: int,
         augment: AugmentConfig | None = None,
-        crop: Literal["center_scale", "box"] = "center_scale",
+        crop: Literal["center_scale", "box", "ocn_test"] = "center_scale",
         crop_margin: float = 1.25,
         heatmap_size: int | None = None,
         sigma: float = 1.5,
@@ -130,6 +130,11 @@ class LandmarkDataset(Dataset):
     def affine(self, index: int, params: transforms.AugmentParams) -> np.ndarray:
         """Original pixels -> input pixels for sample `index` under `params`."""
         a = self.aset
+        if self.crop == "ocn_test":  # eval.protocol ocn: the public OCN code's test crop (no augmentation)
+            try:
+                return transforms.ocn_test_affine(a.boxes[index], a.landmarks[index], self.input_size)
+            except ValueError as e:
+                raise ValueError(f"{_row_label(a, index)}: {e}") from None
         scale = float(a.scales[index]) if self.crop == "center_scale" else float("nan")
         mode = self.crop
         if mode == "center_scale" and not np.isfinite(scale) and np.all(np.isfinite(a.boxes[index])):
@@ -151,7 +156,7 @@ class LandmarkDataset(Dataset):
         params = transforms.sample_params(self.augment, self.rng(index))
         m = self.affine(index, params)
         crop = transforms.warp(img, m, self.input_size, self.border).astype(np.float32) * (1.0 / 255.0)
-        if self.augment is not None and self.augment.color > 0:
+        if self.augment is not None and (self.augment.color > 0 or self.augment.grayscale > 0):
             crop = transforms.color_jitter(crop, params)
         pts = transforms.transform_points(self.aset.landmarks[index], m)
         if params.flip:

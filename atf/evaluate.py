@@ -1,12 +1,17 @@
-"""Data for a run, and evaluation of a head in original image pixels.
+"""Evaluation of a head: predictions, NME in one of two protocols, and the test report.
 
-`RunData` loads each dataset's splits once, carves the validation split from
-the training data (seeded), and builds the torch datasets and loaders.
-`evaluate_head` predicts a split and scores it; `report_tests` scores every
-test subset of a dataset and writes the CED curves and predictions the report
-uses. NME is always computed after mapping predictions back to the original
-image, with the dataset's own normaliser (eye corners or AFLW's box size).
-`checkpoint_main` is `atf-eval CHECKPOINT`.
+`evaluate_head` predicts a split and scores it; `report_tests` scores every test subset of a
+dataset and writes the CED curves and predictions the report uses. Two NME protocols
+(`eval.protocol`, names in `atf.keys`):
+
+- benchmark (default): predictions mapped back to the original image, the dataset's own
+  normaliser (eye corners or AFLW's box size);
+- ocn: the public OCN code's, in which the paper's OCN numbers were measured: the test crop is
+  the detector box joined with the ground-truth landmarks, x1.12, resized anisotropically
+  (`transforms.ocn_test_affine`); errors and normaliser in crop units (0..1), AFLW's normaliser
+  is 1 crop unit.
+
+The run's data (`RunData`) lives in `atf.rundata`. `checkpoint_main` is `atf-eval CHECKPOINT`.
 """
 
 from __future__ import annotations
@@ -15,151 +20,27 @@ import argparse
 import dataclasses
 import json
 import sys
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from atf import datasets, keys, metrics, transforms
 from atf.config import RunConfig
 from atf.data import LandmarkDataset, collate, flip_average
 from atf.heatmaps import decode, hm_to_crop
 from atf.losses import landmark_loss
-from atf.readers import AnnotationSet, write_csv
+from atf.readers import write_csv
+from atf.rundata import RunData
 from atf.schemes import get_scheme
 from atf.transforms import to_original
 
 CED_RANGE = 0.5  # the CED artifact spans NME 0..0.5 so that weak models still show a curve
 
 __all__ = ["RunData", "HeadEval", "TestReport", "evaluate_head", "report_tests", "predict", "checkpoint_main"]
-
-
-class RunData:
-    """Splits, schemes and torch datasets of every dataset a run touches."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-        self.notes: list[str] = []
-        self.skipped = 0
-        self._train: dict[str, AnnotationSet] = {}
-        self._val: dict[str, AnnotationSet | None] = {}
-        self._sets: dict[tuple[str, bool], LandmarkDataset] = {}  # built once: image caches live here
-        datasets.apply_registry(cfg.data)  # user YAML schemes/datasets (a novel dataset, no code)
-        names = [*cfg.datasets, *([cfg.novel] if cfg.novel else [])]
-        for name in names:
-            datasets.get_dataset(name)  # unknown dataset: one clear error before anything loads
-        for name in names:
-            self._split(name)
-
-    # -- metadata -------------------------------------------------------------------------------
-    def scheme(self, name: str):
-        return get_scheme(datasets.get_dataset(name).scheme)
-
-    def num_points(self, name: str) -> int:
-        return self.scheme(name).num_points
-
-    def images_dir(self, name: str) -> Path:
-        return datasets.images_dir(name, root=self.cfg.data)
-
-    def load(self, name: str, split: str, subset: str = "full") -> AnnotationSet:
-        return datasets.load_split(name, split, subset, root=self.cfg.data)
-
-    def train_size(self, name: str) -> int:
-        return len(self._train[name].images)
-
-    def export_meta(self, name: str, kind: str) -> dict[str, Any]:
-        cfg = self.cfg
-        return {"dataset": name, "scheme": self.scheme(name).name, "num_points": self.num_points(name),
-                "kind": kind, "input_size": cfg.input_size, "heatmap_size": cfg.heatmap_size,
-                "crop": cfg.data.crop, "crop_margin": cfg.data.crop_margin,
-                "flip_perm": [int(i) for i in self.scheme(name).flip_perm],
-                "decode": cfg.eval.decode, "backbone": cfg.model.backbone}
-
-    # -- splits ---------------------------------------------------------------------------------
-    def _split(self, name: str) -> None:
-        """Train split minus a seeded validation share (the honest model-selection data)."""
-        cfg = self.cfg.data
-        full = self.load(name, "train")
-        rng = np.random.default_rng([self.cfg.seed, zlib.crc32(name.encode())])
-        order = rng.permutation(len(full.images))
-        if cfg.max_train:
-            order = order[:cfg.max_train]
-        n_val = int(round(cfg.val_fraction * len(order))) if cfg.val_fraction > 0 else 0
-        if cfg.val_fraction > 0 and len(order) > 1:
-            n_val = min(max(n_val, 1), len(order) - 1)
-        self._val[name] = full.subset(np.sort(order[:n_val])) if n_val else None
-        self._train[name] = full.subset(np.sort(order[n_val:]))
-
-    # -- torch datasets -------------------------------------------------------------------------
-    def dataset(self, name: str, aset: AnnotationSet, train: bool) -> LandmarkDataset:
-        cfg = self.cfg
-        return LandmarkDataset(
-            aset, self.images_dir(name), self.scheme(name).flip_perm, cfg.input_size,
-            augment=cfg.augment if train else None, crop=cfg.data.crop, crop_margin=cfg.data.crop_margin,
-            heatmap_size=cfg.heatmap_size if cfg.model.backbone != "ocn" else None,
-            sigma=cfg.sigma(name), seed=cfg.seed, skip_unreadable=cfg.data.skip_unreadable,
-            cache_images=cfg.data.cache_images)
-
-    def mean_crop_coords(self, name: str) -> np.ndarray:
-        """Mean training shape [K, 2] in crop units of the un-augmented crop (no image is read)."""
-        ds = self.dataset(name, self._train[name], train=False)
-        identity = transforms.AugmentParams.identity()
-        pts = [transforms.transform_points(ds.aset.landmarks[i], ds.affine(i, identity)) for i in range(len(ds))]
-        return transforms.input_px_to_crop(np.mean(pts, axis=0), self.cfg.input_size).astype(np.float32)
-
-    def _split_set(self, name: str, train: bool) -> LandmarkDataset | None:
-        """The train or validation dataset of `name`, made once so its image cache survives epochs."""
-        key = (name, train)
-        if key not in self._sets:
-            aset = self._train[name] if train else self._val[name]
-            self._sets[key] = self.dataset(name, aset, train=train) if aset is not None else None
-        return self._sets[key]
-
-    def val_set(self, name: str) -> LandmarkDataset | None:
-        return self._split_set(name, train=False)
-
-    def test_sets(self, name: str, subsets: tuple[str, ...] | None = None) -> dict[str, LandmarkDataset]:
-        """Every test subset whose file exists; a missing one is noted, not fatal (public copies lack some)."""
-        out = {}
-        for subset in subsets or datasets.test_subsets(name):
-            try:
-                datasets.csv_path(name, "test", subset, root=self.cfg.data)
-            except datasets.DatasetError as e:
-                self.notes.append(f"test subset {name}/{subset} not evaluated: {e}")
-                continue
-            aset = self.load(name, "test", subset)
-            if self.cfg.data.max_test and len(aset.images) > self.cfg.data.max_test:
-                aset = aset.subset(np.arange(self.cfg.data.max_test))
-            out[subset] = self.dataset(name, aset, train=False)
-        return out
-
-    def train_loader(self, names: tuple[str, ...], plan: list[tuple[int, np.ndarray]], epoch: int) -> DataLoader:
-        """Loader yielding the plan's batches in order (one dataset per batch)."""
-        sets = [self._split_set(n, train=True) for n in names]
-        batches = [[(epoch, d, int(i)) for i in idx] for d, idx in plan]
-        workers = self.cfg.data.num_workers
-        return DataLoader(_Multi(sets), batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
-
-
-class _Multi(Dataset):
-    """Several datasets addressed by (epoch, dataset position, index); the epoch seeds augmentation."""
-
-    def __init__(self, sets: list[LandmarkDataset]) -> None:
-        self.sets = sets
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self.sets)
-
-    def __getitem__(self, key: tuple[int, int, int]) -> dict:
-        epoch, d, i = key
-        ds = self.sets[d]
-        ds.set_epoch(epoch)
-        return ds[i]
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -212,8 +93,35 @@ def evaluate_head(model: torch.nn.Module, head: str, ds: LandmarkDataset | None,
     ok = np.isfinite(pred).all(axis=(1, 2))
     if not ok.all():
         data.notes.append(f"{ds.aset.source}: {int((~ok).sum())} unreadable images skipped in evaluation")
-    errors = metrics.nme(pred[ok], ds.aset.landmarks[ok], datasets.normalizers(ds.aset)[ok])
+    if ds.crop == "ocn_test":
+        errors = ocn_protocol_errors(pred[ok], ds, np.flatnonzero(ok))
+    else:
+        errors = metrics.nme(pred[ok], ds.aset.landmarks[ok], datasets.normalizers(ds.aset)[ok])
     return HeadEval(pred, errors, float(errors.mean() * 100.0), loss)
+
+
+def ocn_protocol_errors(pred: np.ndarray, ds: LandmarkDataset, rows: np.ndarray) -> np.ndarray:
+    """Per-image NME of the public OCN code: `pred` [N, K, 2] (original pixels) of dataset rows
+    `rows`, measured in the units of each row's OCN test crop (0..1 across it, x and y scaled apart).
+
+    Normaliser: the scheme's eye-corner distance measured in those crop units, or 1 crop unit where
+    the benchmark uses the box size (AFLW), as the public code does.
+    """
+    aset, size = ds.aset, ds.input_size
+    ident = transforms.AugmentParams.identity()
+    norm = get_scheme(aset.scheme or datasets.get_dataset(aset.dataset).scheme).normalizer
+    p_crop, g_crop = np.empty_like(pred, dtype=np.float64), np.empty(pred.shape, dtype=np.float64)
+    for j, i in enumerate(rows):
+        m = ds.affine(int(i), ident)
+        p_crop[j] = transforms.input_px_to_crop(transforms.transform_points(pred[j].astype(np.float64), m), size)
+        g_crop[j] = transforms.input_px_to_crop(
+            transforms.transform_points(aset.landmarks[i].astype(np.float64), m), size)
+    if norm.kind == "box":
+        d = np.ones(len(rows))
+    else:
+        a, b = norm.points
+        d = np.linalg.norm(g_crop[:, a] - g_crop[:, b], axis=1)
+    return metrics.nme(p_crop, g_crop, d)
 
 
 @dataclass
@@ -225,14 +133,18 @@ class TestReport:
 
 
 def report_tests(model: torch.nn.Module, head: str, data: RunData, device: torch.device,
-                 out_dir: Path | None = None, subsets: tuple[str, ...] | None = None) -> TestReport:
-    """NME / FR@0.1 / AUC@0.1 on each test subset; CED and predictions written under out_dir."""
+                 out_dir: Path | None = None, subsets: tuple[str, ...] | None = None,
+                 protocol: str = keys.PROTOCOL_BENCHMARK) -> TestReport:
+    """NME / FR@0.1 / AUC@0.1 on each test subset in one NME protocol (metric names carry it);
+    CED and predictions (benchmark protocol only) written under out_dir."""
     rep = TestReport()
-    for subset, ds in data.test_sets(head, subsets).items():
+    for subset, ds in data.test_sets(head, subsets, protocol=protocol).items():
         ev = evaluate_head(model, head, ds, data, device)
         summary = metrics.summarize(ev.errors)
         for m, v in summary.items():
-            rep.metrics[keys.test_metric(head, subset, m)] = float(v)
+            rep.metrics[keys.test_metric(head, subset, m, protocol)] = float(v)
+        if protocol != keys.PROTOCOL_BENCHMARK:
+            continue
         curve = metrics.ced(ev.errors, CED_RANGE, steps=501)  # AUC/FR use 0.1; the curve shows more
         rep.ced[(head, subset)] = curve
         if out_dir is not None:

@@ -14,10 +14,12 @@ __all__ = [
     "EPOCH", "STAGE", "TRAIN_LOSS", "VAL_LOSS", "VAL_NME", "LR", "EPOCH_TIME",
     "val_metric", "time_metric", "SCRATCH_SUFFIX",
     "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
-    "test_metric", "parse_test_metric",
+    "test_metric", "parse_test_metric", "parse_protocol_metric",
+    "PROTOCOL_BENCHMARK", "PROTOCOL_OCN", "PROTOCOLS",
     "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
     "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
     "TAG_KIND", "TAG_TRIAL", "TAG_ROLE", "ROLE_CELL", "ROLE_SEARCH", "CELL_TAGS",
+    "TAG_ERROR", "TAG_FAILURE", "FAILURE_DETERMINISTIC", "FAILURE_CRASH", "TAG_PROFILE",
     "ARTIFACT_CED_DIR", "ARTIFACT_MODEL_DIR", "ARTIFACT_PRED_DIR", "ARTIFACT_CONFIG",
     "ced_artifact", "pred_artifact",
     "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
@@ -55,18 +57,41 @@ TEST_METRICS = (NME, FR, AUC)
 FAIL_THRESHOLD = 0.10          # FR@0.1 and AUC@0.1
 
 
-def test_metric(dataset: str, subset: str, metric: str) -> str:
-    """`test/wflw/largepose/nme`: the MLflow metric name of one table cell value."""
+# NME protocols (eval.protocol). BENCHMARK: original pixels, the benchmark's normaliser (eye
+# corners, AFLW box size). OCN: the public OCN code's, which the paper's OCN numbers use: the test
+# crop is the detector box joined with the ground-truth landmarks, x1.12, resized anisotropically;
+# NME in crop units, AFLW normaliser = 1 crop unit. Its metrics carry their own prefix.
+PROTOCOL_BENCHMARK = "benchmark"
+PROTOCOL_OCN = "ocn"
+PROTOCOLS = (PROTOCOL_BENCHMARK, PROTOCOL_OCN)
+_PROTOCOL_PREFIX = {PROTOCOL_BENCHMARK: "test", PROTOCOL_OCN: "test_ocn"}
+
+
+def test_metric(dataset: str, subset: str, metric: str, protocol: str = PROTOCOL_BENCHMARK) -> str:
+    """`test/wflw/largepose/nme` (benchmark) or `test_ocn/wflw/largepose/nme`: one table cell value."""
     if metric not in TEST_METRICS:
         raise ValueError(f"unknown test metric {metric!r}; expected one of {TEST_METRICS}")
-    return f"test/{dataset}/{subset}/{metric}"
+    if protocol not in _PROTOCOL_PREFIX:
+        raise ValueError(f"unknown NME protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return f"{_PROTOCOL_PREFIX[protocol]}/{dataset}/{subset}/{metric}"
+
+
+def parse_protocol_metric(name: str) -> tuple[str, str, str, str] | None:
+    """(protocol, dataset, subset, metric) of any protocol's test metric; None otherwise."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[3] not in TEST_METRICS:
+        return None
+    for protocol, prefix in _PROTOCOL_PREFIX.items():
+        if parts[0] == prefix:
+            return protocol, parts[1], parts[2], parts[3]
+    return None
 
 
 def parse_test_metric(name: str) -> tuple[str, str, str] | None:
-    """Inverse of `test_metric`; None for any other metric name."""
-    parts = name.split("/")
-    if len(parts) == 4 and parts[0] == "test" and parts[3] in TEST_METRICS:
-        return parts[1], parts[2], parts[3]
+    """Inverse of `test_metric` for the benchmark protocol; None for any other metric name."""
+    parsed = parse_protocol_metric(name)
+    if parsed and parsed[0] == PROTOCOL_BENCHMARK:
+        return parsed[1:]
     return None
 
 
@@ -89,6 +114,11 @@ TAG_TRIAL = "atf.trial"            # Tune trial id of the run's latest attempt
 TAG_ROLE = "atf.role"              # ROLE_CELL: the run a table reports; ROLE_SEARCH: one Optuna sample
 ROLE_CELL = "cell"
 ROLE_SEARCH = "search"
+TAG_ERROR = "atf.error"            # one-line reason of a failed run ("DatasetError: ...")
+TAG_FAILURE = "atf.failure"        # FAILURE_DETERMINISTIC (data/config: failed once, not retried)
+FAILURE_DETERMINISTIC = "deterministic"  # or FAILURE_CRASH (retries from the checkpoint used up)
+FAILURE_CRASH = "crash"
+TAG_PROFILE = "atf.profile"        # sweep profile the run was made with (e.g. "smoke"); "" = none
 CELL_TAGS = (TAG_TABLES, TAG_CELL, TAG_BACKBONE, TAG_TARGET, TAG_AUX, TAG_LOSS, TAG_PROPORTIONS,
              TAG_SCENARIO, TAG_SEED, TAG_DATA, TAG_SELECTION)
 

@@ -67,15 +67,19 @@ class AtdpSampler:
 
     `sizes[0]` is the target dataset. With a single dataset this is a plain
     shuffled pass (the baseline). `drop_last` keeps batch shapes constant.
+    `passes` > 1 makes an epoch that many passes over the target (the public OCN
+    code's `dataset_exp`), so the per-epoch decay acts once per `passes` passes.
     """
 
     def __init__(self, sizes: list[int], batch_size: int, ratios: tuple[float, ...],
-                 decays: tuple[float, ...], seed: int, drop_last: bool = True) -> None:
+                 decays: tuple[float, ...], seed: int, drop_last: bool = True, passes: int = 1) -> None:
+        if passes < 1:
+            raise ValueError(f"atdp: passes per epoch must be >= 1, got {passes}")
         if any(s < 1 for s in sizes):
             raise ValueError(f"atdp: every dataset needs at least one sample, got sizes {sizes}")
         self.sizes, self.batch_size = list(sizes), batch_size
         self.ratios, self.decays, self.seed = tuple(ratios), tuple(decays), seed
-        self.drop_last = drop_last
+        self.drop_last, self.passes = drop_last, int(passes)
         ratios_at(self.ratios, self.decays, 0)  # validate now, not mid-training
         self.epoch = 0
         self.streams = [_Stream(size, seed=int(seed) * 1000 + i) for i, size in enumerate(sizes)]
@@ -83,7 +87,7 @@ class AtdpSampler:
     @property
     def num_target_batches(self) -> int:
         n = self.sizes[0] // self.batch_size if self.drop_last else -(-self.sizes[0] // self.batch_size)
-        return max(n, 1)
+        return max(n, 1) * self.passes
 
     def counts(self, epoch: int) -> np.ndarray:
         return batches_per_epoch(self.num_target_batches, ratios_at(self.ratios, self.decays, epoch))

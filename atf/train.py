@@ -6,9 +6,15 @@ list of stages:
 
 - main:  ATDP over target (+ auxiliaries) with L_MB or L_AT; the best epoch is
          chosen on a validation split carved from the target's training data.
-- joint: trunk frozen, each auxiliary head fine-tuned on its own data.
+- joint: trunk frozen (BatchNorm in eval), each auxiliary head fine-tuned on its
+         own data and chosen on its own validation split: in this stage that head
+         is the "target" (so joint/novel runs hold out a validation share of every
+         fine-tuned head's data, for the whole run; see atf.rundata).
 - novel: trunk frozen, a new head added and fine-tuned on the novel dataset;
          its time is compared against training that dataset's model from scratch.
+
+Under `eval.selection: test` (the paper's practice) every selected head is chosen
+on its own test set instead, and every output says so.
 
 Everything is written under `out_dir`: checkpoints/last.pt (every epoch, enough
 to resume), checkpoints/best.pt, model/<target>.pt (pruned TorchScript),
@@ -32,9 +38,10 @@ import torch
 from atf import keys
 from atf.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from atf.config import ConfigError, RunConfig, from_dict, to_dict
-from atf.evaluate import RunData, evaluate_head, report_tests
-from atf.losses import mixed_branch_loss
+from atf.evaluate import evaluate_head, report_tests
+from atf.losses import LossWeights, mixed_branch_terms
 from atf.models import build_model
+from atf.rundata import RunData
 from atf.sampler import AtdpSampler
 from atf.schemes import similar_pairs
 
@@ -73,6 +80,7 @@ class Stage:
     lr: float
     frozen_trunk: bool
     mixed: bool                     # L_MB term on (main stage of an ATF run only)
+    milestones: tuple[int, ...] = ()  # fine-tuning stages: multistep lr (the main stage follows optim.*)
 
 
 def plan_stages(cfg: RunConfig) -> list[Stage]:
@@ -80,9 +88,11 @@ def plan_stages(cfg: RunConfig) -> list[Stage]:
                     frozen_trunk=False, mixed=cfg.loss.mixed and bool(cfg.aux))]
     ft = cfg.finetune
     if cfg.scenario in (keys.SCENARIO_JOINT, keys.SCENARIO_NOVEL):
-        stages.append(Stage("joint", cfg.aux, cfg.aux, ft.epochs, ft.lr, frozen_trunk=True, mixed=False))
+        stages.append(Stage("joint", cfg.aux, cfg.aux, ft.epochs, ft.lr, frozen_trunk=True, mixed=False,
+                            milestones=ft.milestones))
     if cfg.scenario == keys.SCENARIO_NOVEL:
-        stages.append(Stage("novel", (cfg.novel,), (cfg.novel,), ft.epochs, ft.lr, frozen_trunk=True, mixed=False))
+        stages.append(Stage("novel", (cfg.novel,), (cfg.novel,), ft.epochs, ft.lr, frozen_trunk=True, mixed=False,
+                            milestones=ft.milestones))
     return stages
 
 
@@ -96,12 +106,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def report_heads(cfg: RunConfig) -> tuple[str, ...]:
-    """Heads whose test sets a scenario reports (tables VIII/IX need every head)."""
-    if cfg.scenario == keys.SCENARIO_JOINT:
-        return cfg.datasets
-    if cfg.scenario == keys.SCENARIO_NOVEL:
-        return (*cfg.datasets, cfg.novel)
-    return (cfg.target,)
+    """Heads whose test sets a scenario reports (tables VIII/IX need every head): the selected ones."""
+    return cfg.selected_heads
 
 
 class _Run:
@@ -123,6 +129,8 @@ class _Run:
         self.notes: list[str] = list(self.data.notes)
         self.best: dict[str, dict] = {}     # head -> {"nme", "epoch", "state"}; "main" best lives in best.pt
         self.best_epoch = 0
+        lc = cfg.loss
+        self.weights = LossWeights(lc.weighting, lc.alpha, lc.beta, lc.gamma)
 
     # -- pieces of a stage ----------------------------------------------------------------------
     def _pairs(self, heads: tuple[str, ...]) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
@@ -138,16 +146,25 @@ class _Run:
         return out
 
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        """Heads at the stage's lr; the trunk at optim.trunk_lr when set (public HRNet ATF code)."""
         o = self.cfg.optim
+        head_ids = {id(p) for p in self.model.heads.parameters()}
+        trunk = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        heads = [p for p in self.model.heads.parameters() if p.requires_grad]
+        trunk_lr = o.trunk_lr if (o.trunk_lr > 0 and stage.name == "main") else stage.lr
+        groups = [g for g in ({"params": trunk, "lr": trunk_lr}, {"params": heads, "lr": stage.lr}) if g["params"]]
         if o.name == "sgd":
-            return torch.optim.SGD(params, lr=stage.lr, momentum=0.9, weight_decay=o.weight_decay)
+            return torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, weight_decay=o.weight_decay)
         cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        return cls(params, lr=stage.lr, weight_decay=o.weight_decay)
+        return cls(groups, lr=stage.lr, weight_decay=o.weight_decay)
 
     def _scheduler(self, stage: Stage, opt: torch.optim.Optimizer):
         o = self.cfg.optim
-        if stage.name != "main" or o.schedule == "none":
+        if stage.name != "main":  # fine-tuning: the public fine_tune.py's multistep schedule
+            if not stage.milestones:
+                return None
+            return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(stage.milestones), gamma=o.factor)
+        if o.schedule == "none":
             return None
         if o.schedule == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=o.factor, patience=o.patience)
@@ -155,16 +172,20 @@ class _Run:
 
     def _sampler(self, stage: Stage) -> AtdpSampler:
         sizes = [self.data.train_size(d) for d in stage.datasets]
+        passes = 1
         if stage.name == "main":
-            ratios, decays = self.cfg.ratios, self.cfg.decays
+            ratios, decays, passes = self.cfg.ratios, self.cfg.decays, self.cfg.optim.epoch_passes
         else:  # fine-tuning: one pass over each dataset per epoch, no decay
             ratios, decays = tuple(s / sizes[0] for s in sizes), tuple(1.0 for _ in sizes[1:])
-        return AtdpSampler(sizes, self.cfg.optim.batch_size, ratios, decays, seed=self.cfg.seed * 31 + len(stage.name))
+        return AtdpSampler(sizes, self.cfg.optim.batch_size, ratios, decays, seed=self.cfg.seed * 31 + len(stage.name),
+                           passes=passes)
 
     def _train_epoch(self, stage: Stage, sampler: AtdpSampler, opt: torch.optim.Optimizer,
                      pairs: dict, epoch: int) -> float:
         plan = sampler.plan()
-        loader = self.data.train_loader(stage.datasets, plan, epoch)
+        plain = self.cfg.aux if stage.name == "main" and not self.cfg.augment.auxiliary else ()
+        loader = self.data.train_loader(stage.datasets, plan, epoch, plain=plain)
+        self.weights.reset()  # running weights: means over this epoch (HRNet's per-epoch meters)
         self.model.train()
         total, n = 0.0, 0
         bar = _progress(len(plan), f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
@@ -178,8 +199,12 @@ class _Run:
             heads = stage.datasets if stage.mixed else (name,)
             outputs = self.model(x, heads=list(heads))
             target = self.cfg.target if stage.name == "main" else name
-            loss, _parts = mixed_branch_loss(outputs, name, target, gt, pairs, self.kind, stage.mixed,
-                                             self.cfg.loss.alpha, self.cfg.loss.beta, self.cfg.loss.gamma)
+            own, ps = mixed_branch_terms(outputs, name, gt, pairs, self.kind, stage.mixed)
+            if not stage.mixed:
+                loss = own
+            else:
+                alpha, beta, gamma = self.weights.step(name == target, own.detach().item(), ps.detach().item())
+                loss = own + alpha * ps if name == target else beta * own + gamma * ps
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at {stage.name} epoch {epoch + 1} "
                                          f"on a batch of {name}; lower optim.lr or check the data")
@@ -195,10 +220,10 @@ class _Run:
         return total / max(n, 1)
 
     def _validate(self, stage: Stage) -> tuple[dict[str, float], dict[str, float]]:
-        """Per-head validation NME (%) and loss; with selection=test the target's test NME instead."""
+        """Per-head validation NME (%) and loss; with selection=test each head's test NME instead."""
         nmes, losses = {}, {}
         for head in stage.select:
-            if self.cfg.eval.selection == "test" and head == self.cfg.target and stage.name == "main":
+            if self.cfg.eval.selection == "test":
                 res = report_tests(self.model, head, self.data, self.device, subsets=("full",))
                 nmes[head] = res.metrics[keys.test_metric(head, "full", keys.NME)]
                 losses[head] = float("nan")
@@ -217,6 +242,7 @@ class _Run:
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "sampler": sampler.state_dict(),
+            "loss_weights": self.weights.state_dict(),
             "rng": rng_state(),
             "stage": stage_idx,
             "epoch": epoch,
@@ -291,6 +317,8 @@ class _Run:
             if sched is not None and state["scheduler"] is not None:
                 sched.load_state_dict(state["scheduler"])
             sampler.load_state_dict(state["sampler"])
+            if "loss_weights" in state:
+                self.weights.load_state_dict(state["loss_weights"])
             set_rng_state(state["rng"])
         pairs = self._pairs(stage.datasets) if stage.mixed else {}
         phase = "novel_head" if stage.name == "novel" else stage.name
@@ -356,14 +384,20 @@ class _Run:
         if cfg.eval.selection == "test":
             self.notes.append("selection=test: the best epoch was chosen on the TEST set (paper protocol), "
                               "not on a validation split; these numbers are optimistic")
+        if keys.PROTOCOL_OCN in cfg.protocols:
+            self.notes.append(f"eval.protocol={cfg.eval.protocol}: metrics named "
+                              f"{keys.test_metric('<d>', '<s>', keys.NME, keys.PROTOCOL_OCN)} use the public OCN "
+                              "code's protocol (test crop from the detector box joined with the ground truth, "
+                              "crop units), which the paper's OCN numbers use")
         metrics: dict[str, float] = {}
         ced, preds = {}, {}
         for head in report_heads(cfg):
-            res = report_tests(self.model, head, self.data, self.device, out_dir=self.out)
-            metrics.update(res.metrics)
-            ced.update(res.ced)
-            preds.update(res.predictions)
-            self.notes.extend(res.notes)
+            for protocol in cfg.protocols:
+                res = report_tests(self.model, head, self.data, self.device, out_dir=self.out, protocol=protocol)
+                metrics.update(res.metrics)
+                ced.update(res.ced)
+                preds.update(res.predictions)
+                self.notes.extend(res.notes)
         for head, b in self.best.items():
             if np.isfinite(b["nme"]) and b["nme"] >= 0:
                 metrics[keys.val_metric(head)] = float(b["nme"])
@@ -402,9 +436,10 @@ class _Run:
         self.seconds["novel_scratch"] = res.seconds.get("main", 0.0)
         out = {}
         for name, v in res.metrics.items():
-            parsed = keys.parse_test_metric(name)
+            parsed = keys.parse_protocol_metric(name)
             if parsed:
-                out[keys.test_metric(parsed[0] + keys.SCRATCH_SUFFIX, parsed[1], parsed[2])] = v
+                protocol, dataset, subset, metric = parsed
+                out[keys.test_metric(dataset + keys.SCRATCH_SUFFIX, subset, metric, protocol)] = v
         return out
 
 

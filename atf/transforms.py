@@ -27,6 +27,7 @@ from atf.config import AugmentConfig
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "AugmentParams", "crop_box", "sample_params", "build_affine",
+    "OCN_TEST_ENLARGE", "ocn_test_affine",
     "invert_affine", "warp", "transform_points", "flip_points", "color_jitter", "normalize",
     "crop_to_input_px", "input_px_to_crop", "to_original",
 ]
@@ -35,7 +36,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-GRAYSCALE_PROB = 0.05  # chance of a grayscale sample when colour jitter is on (COFW has gray photos)
+GRAYSCALE_PROB = 0.05  # our former fixed chance of a grayscale sample; now augment.grayscale (default 0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,32 @@ def crop_box(
     raise ValueError(f"unknown crop mode {mode!r}; expected 'center_scale' or 'box'")
 
 
+OCN_TEST_ENLARGE = 1.12  # public OCN code: its test crop is the joined box enlarged 1.12x
+
+
+def ocn_test_affine(box: np.ndarray, landmarks: np.ndarray, size: int,
+                    enlarge: float = OCN_TEST_ENLARGE) -> np.ndarray:
+    """The public OCN code's test crop as a 2x3 affine (original pixels -> input pixels).
+
+    The min/max box of the detector box (`left, top, right, bottom`; NaN = none) joined with the
+    ground-truth landmarks [K, 2], enlarged `enlarge` x about its centre, resized to S x S
+    ANISOTROPICALLY (x and y scale differ). It uses the ground truth, so it is not a benchmark
+    protocol; `eval.protocol: ocn` measures in it only to compare with the paper's OCN numbers.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.size == 4 and np.all(np.isfinite(b)):
+        pts = np.concatenate([pts, b.reshape(2, 2)])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    centre, extent = (lo + hi) / 2.0, (hi - lo) * enlarge
+    if not np.all(extent > 0):
+        raise ValueError("OCN test crop: the joined box has zero width or height")
+    k = size / extent
+    m = np.array([[k[0], 0.0, 0.0], [0.0, k[1], 0.0]], dtype=np.float64)
+    m[:, 2] = (size / 2.0 - 0.5) - k * centre
+    return m
+
+
 def sample_params(aug: AugmentConfig | None, rng: np.random.Generator) -> AugmentParams:
     """Draw one sample's augmentation. The number of draws is fixed, so streams stay aligned."""
     u = rng.random(13)  # all draws up front: same seed -> same numbers whatever is enabled
@@ -96,7 +123,7 @@ def sample_params(aug: AugmentConfig | None, rng: np.random.Generator) -> Augmen
     flip = bool(u[8] < aug.flip)
     c = aug.color
     factors = 1.0 + c * (2.0 * u[10:13] - 1.0)
-    grayscale = bool(c > 0 and u[9] < GRAYSCALE_PROB)
+    grayscale = bool(u[9] < aug.grayscale)
     return AugmentParams(
         scale=float(scale), shift_x=float(shift_x), shift_y=float(shift_y), rotation=float(rotation),
         flip=flip, brightness=float(factors[0]), contrast=float(factors[1]),

@@ -18,9 +18,9 @@ import torch
 from _machine import cpu_model  # noqa: E402
 
 from atf.config import RunConfig, override
-from atf.evaluate import RunData
 from atf.losses import mixed_branch_loss
 from atf.models import build_model
+from atf.rundata import RunData
 from atf.sampler import AtdpSampler
 
 CASES = {  # name -> (config overrides, batch size)
@@ -45,7 +45,8 @@ def step_fn(model, cfg: RunConfig, opt):
 
 def bench_case(name: str, upd: dict, batch: int, steps: int, data: Path, workers: int, device) -> dict:
     cfg = override(RunConfig(), {**upd, "data.root": str(data), "data.num_workers": workers,
-                                 "optim.batch_size": batch, "data.val_fraction": 0.0})
+                                 "optim.batch_size": batch, "data.val_fraction": 0.0,
+                                 "eval.selection": "test"})  # no validation split: whole train set
     rd = RunData(cfg)
     k = rd.num_points(cfg.target)
     torch.manual_seed(0)
