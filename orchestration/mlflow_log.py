@@ -6,6 +6,13 @@ as flattened params, the keys.CELL_TAGS tags, per-epoch metrics (step = epoch
 across stages), the final test metrics and the artifacts (config, CED curves,
 predictions, pruned model).
 
+Readable by a person: runs are named after the experiment, variant and seed
+(`atf-W3-wod s0`; search samples `... #3`), Optuna samples are nested under
+their tuned cell's run, the sweep file (and profile) are artifacts of the
+parent run, CED curves are PNG figures beside their CSVs, and the experiment
+is marked as model training so MLflow 3 opens it on the runs table
+(`runs_url`), not on its GenAI pages.
+
 Why the driver: SQLite wants one writer, and a Tune callback sees every trial.
 Several sweeps may still share one store, so every call retries on "database
 is locked". A resumed or retried trial continues its own run, found by the
@@ -17,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -28,17 +36,55 @@ from mlflow.tracking import MlflowClient
 from atf import keys
 from atf.config import RunConfig, to_dict
 
-__all__ = ["TrackingStore", "default_uri", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM"]
+__all__ = ["TrackingStore", "default_uri", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM",
+           "runs_url", "ui_command", "ced_figure"]
 
-TAG_ERROR = "atf.error"              # last error of a failed trial (first line)
+TAG_ERROR = keys.TAG_ERROR           # last error of a failed trial (one line)
 TAG_CHOSEN_FROM = "atf.chosen_from"  # tuned cell: run id of the search sample it reports
 _PARENT = "mlflow.parentRunId"
 _RUN_NAME = "mlflow.runName"
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3: the training-runs UI
+_UI_PORT = 5000
 T = TypeVar("T")
 
 
 def default_uri(cwd: Path | None = None) -> str:
+    """$MLFLOW_TRACKING_URI when set, else sqlite:///<cwd>/mlflow.db."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
     return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
+
+
+def runs_url(uri: str, experiment_id: str, port: int = _UI_PORT) -> str:
+    """URL of the experiment's runs table (MLflow 3.x routes: #/experiments/<id>/runs)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def ui_command(uri: str, port: int = _UI_PORT) -> str | None:
+    """The command that serves `uri` in the MLflow UI; None for a server (it is already one)."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    return f"mlflow ui --backend-store-uri {uri} --port {port}"
+
+
+def ced_figure(csv_path: Path, title: str) -> Any:
+    """A CED curve (threshold, fraction CSV of keys.ced_artifact) as a matplotlib figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    data = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+    fig, ax = plt.subplots(figsize=(4.5, 3.4), dpi=100)
+    ax.plot(data[:, 0] * (100 if data[-1, 0] <= 1 else 1), data[:, 1], lw=1.8)
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("fraction of images")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def _transient(e: BaseException) -> bool:
@@ -108,12 +154,16 @@ class TrackingStore:
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get(_EXPERIMENT_KIND[0]) is None:
+                with contextlib.suppress(Exception):  # cosmetic (the UI's landing page): never fatal
+                    self.client.set_experiment_tag(exp.experiment_id, *_EXPERIMENT_KIND)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, wherever cwd is
             location = (Path(self.uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={_EXPERIMENT_KIND[0]: _EXPERIMENT_KIND[1]})
         except Exception as e:  # noqa: BLE001 - another sweep created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -131,34 +181,61 @@ class TrackingStore:
             if not token:
                 return out
 
-    def cell_runs(self, role: str = keys.ROLE_CELL) -> dict[str, list[Any]]:
-        """Trial runs of one role, by cell id (newest first)."""
-        found: dict[str, list[Any]] = {}
-        for r in self.runs(f"tags.`{keys.TAG_KIND}` = 'trial' AND tags.`{keys.TAG_ROLE}` = '{role}'"):
-            found.setdefault(r.data.tags.get(keys.TAG_CELL, ""), []).append(r)
+    def cell_runs(self, role: str = keys.ROLE_CELL, cells: Iterable[str] | None = None) -> dict[str, list[Any]]:
+        """Trial runs of one role, by cell id (newest first).
+
+        With `cells`: one query per cell id, filtered on the cell-hash tag in the store, so the cost
+        follows the runs of those cells, not the size of the store (a team's store holds tens of
+        thousands of runs). Without: every trial run of the role (whole-store scan; tests, tools)."""
+        if cells is None:
+            found: dict[str, list[Any]] = {}
+            for r in self.runs(f"tags.`{keys.TAG_KIND}` = 'trial' AND tags.`{keys.TAG_ROLE}` = '{role}'"):
+                found.setdefault(r.data.tags.get(keys.TAG_CELL, ""), []).append(r)
+        else:
+            found = {}
+            for cid in dict.fromkeys(cells):
+                mine = [r for r in self._of_cell(cid)
+                        if r.data.tags.get(keys.TAG_KIND) == "trial" and r.data.tags.get(keys.TAG_ROLE) == role]
+                if mine:
+                    found[cid] = mine
         for v in found.values():
             v.sort(key=lambda r: r.info.start_time or 0, reverse=True)
         return found
 
-    def finished_cells(self) -> dict[str, Any]:
-        """cell id -> its finished reported run (keys.TAG_STATUS finished, role cell)."""
+    def _of_cell(self, cell: str, trial_id: str | None = None) -> list[Any]:
+        """Runs carrying cell tag `cell` (and trial tag `trial_id`): one filtered, paged query."""
+        for v in (cell, trial_id or ""):
+            if "'" in v or "\\" in v:
+                raise ValueError(f"cell/trial id {v!r}: quotes and backslashes are not allowed")
+        f = f"tags.`{keys.TAG_CELL}` = '{cell}'"
+        if trial_id is not None:
+            f += f" AND tags.`{keys.TAG_TRIAL}` = '{trial_id}'"
+        return self.runs(f)
+
+    def finished_cells(self, cells: Iterable[str] | None = None) -> dict[str, Any]:
+        """cell id -> its finished reported run (keys.TAG_STATUS finished, role cell).
+
+        Pass the launch's cell ids (`cells`): one filtered query per cell, flat in the store's size;
+        the runner does this once per launch and the callback once per trial for its own cell."""
         out = {}
-        for cid, runs in self.cell_runs().items():
+        for cid, runs in self.cell_runs(keys.ROLE_CELL, cells).items():
             done = [r for r in runs if r.data.tags.get(keys.TAG_STATUS) == "finished"]
             if done:
                 out[cid] = done[0]
         return out
 
     def trial_run(self, cell: str, role: str, trial_id: str) -> Any | None:
-        """The run of one Tune trial (any status), or None."""
-        for r in self.cell_runs(role).get(cell, []):
-            if r.data.tags.get(keys.TAG_TRIAL) == trial_id:
-                return r
-        return None
+        """The run of one Tune trial (any status), or None (filtered on its cell and trial tags)."""
+        runs = [r for r in self._of_cell(cell, trial_id)
+                if r.data.tags.get(keys.TAG_KIND) == "trial" and r.data.tags.get(keys.TAG_ROLE) == role]
+        runs.sort(key=lambda r: r.info.start_time or 0, reverse=True)
+        return runs[0] if runs else None
 
     # -- parent ----------------------------------------------------------------------------------
-    def parent(self, sweep_name: str, sweep_file: str, run_id: str | None = None) -> str:
-        """The sweep's parent run: `run_id` when it still exists (resume), else a new one."""
+    def parent(self, sweep_name: str, sweep_file: str, run_id: str | None = None,
+               files: Iterable[Path] = ()) -> str:
+        """The sweep's parent run: `run_id` when it still exists (resume), else a new one with
+        `files` (the sweep file, its profile) as artifacts under sweep/."""
         if run_id:
             try:
                 with_retry(lambda: self.client.get_run(run_id))
@@ -169,6 +246,9 @@ class TrackingStore:
         tags = {keys.TAG_KIND: "sweep", keys.TAG_SWEEP: sweep_name, keys.TAG_STATUS: "running",
                 "atf.sweep_file": sweep_file}
         run = with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=sweep_name))
+        for f in files:
+            if Path(f).is_file():
+                with_retry(lambda: self.client.log_artifact(run.info.run_id, str(f), "sweep"))
         return run.info.run_id
 
     def close_parent(self, run_id: str, ok: bool, counts: dict[str, int]) -> None:
@@ -178,11 +258,12 @@ class TrackingStore:
 
     # -- trial runs ------------------------------------------------------------------------------
     def open_run(self, *, parent_id: str, sweep_name: str, tags: dict[str, str], role: str,
-                 trial_id: str, cfg: RunConfig, name: str) -> str:
-        """Continue this cell's unfinished run (or this sample's run), else create one."""
+                 trial_id: str, cfg: RunConfig, name: str, params: bool = True) -> str:
+        """Continue this cell's unfinished run (or this sample's run), else create one (with the
+        config as params unless `params` is False: a tuned cell logs its chosen config later)."""
         cid = tags[keys.TAG_CELL]
         existing = None
-        for r in self.cell_runs(role).get(cid, []):
+        for r in self.cell_runs(role, [cid]).get(cid, []):
             status = r.data.tags.get(keys.TAG_STATUS)
             if role == keys.ROLE_SEARCH and r.data.tags.get(keys.TAG_TRIAL) != trial_id:
                 continue
@@ -195,7 +276,8 @@ class TrackingStore:
             run = with_retry(lambda: self.client.create_run(
                 self.experiment_id, tags={**all_tags, _PARENT: parent_id}, run_name=name))
             existing = run.info.run_id
-            self.log_params(existing, flat_params(cfg))
+            if params:
+                self.log_params(existing, flat_params(cfg))
         else:
             with_retry(lambda: self.client.update_run(existing, status="RUNNING"))
             self.set_tags(existing, all_tags)
@@ -228,13 +310,36 @@ class TrackingStore:
         self.log_metrics(run_id, metrics, step)
         if bundle is not None and bundle.is_dir() and any(bundle.iterdir()):
             with_retry(lambda: self.client.log_artifacts(run_id, str(bundle)))
+            self.log_ced_figures(run_id, bundle)
         self.set_tags(run_id, {keys.TAG_STATUS: "finished"})
         with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))
 
-    def fail(self, run_id: str, error: str) -> None:
+    def log_ced_figures(self, run_id: str, bundle: Path) -> None:
+        """ced/<dataset>_<subset>.png beside each CSV (log_figure), for reading in the UI."""
+        import matplotlib.pyplot as plt
+        for csv in sorted((bundle / keys.ARTIFACT_CED_DIR).glob("*.csv")):
+            try:
+                fig = ced_figure(csv, f"CED {csv.stem}")
+            except (OSError, ValueError, IndexError):
+                continue  # an empty or odd curve: the CSV is there, the picture is a nicety
+            try:
+                with_retry(lambda: self.client.log_figure(run_id, fig, f"{keys.ARTIFACT_CED_DIR}/{csv.stem}.png"))
+            finally:
+                plt.close(fig)
+
+    def fail(self, run_id: str, error: str, kind: str = keys.FAILURE_CRASH) -> None:
         first = (error.strip().splitlines() or ["failed"])[-1][:500]
-        self.set_tags(run_id, {keys.TAG_STATUS: "failed", TAG_ERROR: first})
+        self.set_tags(run_id, {keys.TAG_STATUS: "failed", TAG_ERROR: first, keys.TAG_FAILURE: kind})
         with_retry(lambda: self.client.set_terminated(run_id, "FAILED"))
+
+    def failure_reasons(self, cells: Iterable[str]) -> dict[str, str]:
+        """cell id -> the one-line error of its newest failed reported run (cells that have one)."""
+        out = {}
+        for cid, runs in self.cell_runs(keys.ROLE_CELL, cells).items():
+            failed = [r for r in runs if r.data.tags.get(keys.TAG_STATUS) == "failed"]
+            if failed:
+                out[cid] = failed[0].data.tags.get(TAG_ERROR, "failed")
+        return out
 
     def status(self, run_id: str) -> str:
         return with_retry(lambda: self.client.get_run(run_id)).data.tags.get(keys.TAG_STATUS, "")

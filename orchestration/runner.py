@@ -177,13 +177,14 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     summary = SweepSummary(sweep.name, len(cells))
 
     launch = _Launch.open(local_dir, sweep, opts.resume)
-    launch.data["parent_run_id"] = store.parent(sweep.name, str(sweep.path.resolve()),
-                                                launch.data.get("parent_run_id"))
+    launch.data["parent_run_id"] = store.parent(
+        sweep.name, str(sweep.path.resolve()), launch.data.get("parent_run_id"),
+        files=[sweep.path, *([sweep.profile.path] if sweep.profile else [])])
     launch.data["resumed"] = opts.resume
     launch.save()
     parent = summary.parent_run_id = launch.data["parent_run_id"]
 
-    finished = {} if opts.rerun else store.finished_cells()
+    finished = {} if opts.rerun else store.finished_cells(c.cell_id for c in cells)
     for c in cells:
         if c.cell_id in finished:
             store.add_tables(finished[c.cell_id], c.tables)
@@ -206,17 +207,19 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             p = payload(c.cell_id, resolve_paths(c.config, cwd), role, res.cpu,
                         _fault_for(c.cell_id, faults, marker_dir))
             p["tags"] = c.tags
+            p["label"] = c.label  # the MLflow run name
             return p
 
-        def callbacks(label: str, n_trials: int) -> list[Any]:
-            cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent, sweep.name, opts.rerun)]
+        def callbacks(label: str, n_trials: int, parent_id: str) -> list[Any]:
+            cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent_id, sweep.name, opts.rerun)]
             if opts.progress:
                 cbs.append(ProgressCallback(label, n_trials))
             return cbs
 
-        def run_config(name: str, label: str, n_trials: int) -> Any:
+        def run_config(name: str, label: str, n_trials: int, parent_id: str = parent, stop: Any = None) -> Any:
             return tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials),
+                name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials, parent_id),
+                stop=stop,
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
@@ -241,10 +244,14 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                 run_config=run_config(launch.data["grid"], f"{sweep.name} cells", len(plain))))
             _reconcile(store, grid, parent, sweep.name)
 
-        from orchestration.search import choose, search_space, searcher
+        from orchestration.search import SameFailureStop, choose, search_space, searcher
         for c in (c for c in todo if c.search is not None):
             name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
             launch.save()
+            # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
+            cell_run = store.open_run(parent_id=parent, sweep_name=sweep.name, tags=c.tags, role=keys.ROLE_CELL,
+                                      trial_id="", cfg=c.config, name=c.label, params=False)
+            stopper = SameFailureStop(c.search.num_samples)
             p = cell_payload(c, keys.ROLE_SEARCH)
             results = fit(name, lambda: tune.Tuner(
                 trainable, param_space={"cell": p, "search": search_space(c.search)},
@@ -252,16 +259,19 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                     search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
                     mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
                     trial_dirname_creator=_dirname, reuse_actors=True),
-                run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples)))
-            _reconcile(store, results, parent, sweep.name)
+                run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples,
+                                      cell_run, stopper)))
+            _reconcile(store, results, cell_run, sweep.name)
             best = choose(list(results))
             if best is not None:
                 _promote(store, c, best, parent, sweep.name, opts.rerun)
+            elif store.status(cell_run) != "finished":
+                store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
     finally:
         if started:
             ray.shutdown()
 
-    done = store.finished_cells()
+    done = store.finished_cells(c.cell_id for c in todo)
     summary.finished = sum(c.cell_id in done for c in todo)
     summary.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
     summary.failed = len(summary.failed_cells)
@@ -290,13 +300,16 @@ def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str)
 def _promote(store: TrackingStore, cell: Cell, best: Any, parent: str, sweep_name: str, rerun: bool) -> None:
     """The chosen sample becomes the tuned cell's reported run (role cell, test metrics)."""
     from orchestration.tune_logging import record_result
-    done = store.finished_cells().get(cell.cell_id)
+    done = store.finished_cells([cell.cell_id]).get(cell.cell_id)
     if done is not None and (not rerun or done.data.tags.get(keys.TAG_TRIAL) == best.metrics["trial_id"]):
         return
+    from orchestration.mlflow_log import flat_params
     cfg = build_config(best.config["cell"], best.config.get("search"))
     run_id = store.open_run(parent_id=parent, sweep_name=sweep_name, tags=cell.tags, role=keys.ROLE_CELL,
-                            trial_id=best.metrics["trial_id"], cfg=cfg, name=cell.cell_id)
-    samples = store.cell_runs(keys.ROLE_SEARCH).get(cell.cell_id, [])
+                            trial_id=best.metrics["trial_id"], cfg=cfg, name=cell.label or cell.cell_id,
+                            params=False)
+    store.log_params(run_id, flat_params(cfg))
+    samples = store.cell_runs(keys.ROLE_SEARCH, [cell.cell_id]).get(cell.cell_id, [])
     src = next((r for r in samples if r.data.tags.get(keys.TAG_TRIAL) == best.metrics["trial_id"]), None)
     if src is not None:
         store.copy_history(src.info.run_id, run_id)

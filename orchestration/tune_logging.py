@@ -18,9 +18,9 @@ from ray.tune import Callback
 from atf import keys
 from orchestration.cells import cell_tags
 from orchestration.mlflow_log import TrackingStore
-from orchestration.trainable import FINAL, STEP, build_config
+from orchestration.trainable import ERROR, FAILED, FINAL, STEP, build_config
 
-__all__ = ["MlflowCallback", "trial_tags", "final_to_log"]
+__all__ = ["MlflowCallback", "trial_tags", "final_to_log", "run_name"]
 
 
 def trial_tags(payload: dict[str, Any], sampled: dict[str, Any] | None) -> dict[str, str]:
@@ -30,6 +30,8 @@ def trial_tags(payload: dict[str, Any], sampled: dict[str, Any] | None) -> dict[
     cfg = build_config(payload, sampled)
     tags = cell_tags(cfg, [], provenance=payload["tags"][keys.TAG_DATA])
     tags[keys.TAG_CELL] = payload["cell_id"]
+    if keys.TAG_PROFILE in payload["tags"]:
+        tags[keys.TAG_PROFILE] = payload["tags"][keys.TAG_PROFILE]
     return tags
 
 
@@ -69,13 +71,14 @@ class MlflowCallback(Callback):
         if trial_id not in self.runs:
             payload, sampled = config["cell"], config.get("search")
             done = (self.store.trial_run(payload["cell_id"], keys.ROLE_SEARCH, trial_id) if sampled
-                    else None if self.rerun else self.store.finished_cells().get(payload["cell_id"]))
+                    else None if self.rerun
+                    else self.store.finished_cells([payload["cell_id"]]).get(payload["cell_id"]))
             if done is not None and done.data.tags.get(keys.TAG_STATUS) == "finished":
                 self.runs[trial_id] = done.info.run_id
                 self.frozen.add(trial_id)
                 return done.info.run_id
             cfg = build_config(payload, sampled)
-            name = payload["cell_id"] if not sampled else f"{payload['cell_id']}-{trial_id}"
+            name = run_name(payload, self.store, trial_id if sampled else None)
             self.runs[trial_id] = self.store.open_run(
                 parent_id=self.parent_id, sweep_name=self.sweep_name, tags=trial_tags(payload, sampled),
                 role=payload["role"], trial_id=trial_id, cfg=cfg, name=name)
@@ -86,7 +89,7 @@ class MlflowCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.run_for(trial.trial_id, trial.config)
-        if result.get(FINAL) == 1.0 or trial.trial_id in self.frozen:
+        if result.get(FINAL) == 1.0 or result.get(FAILED) == 1.0 or trial.trial_id in self.frozen:
             return
         metrics = {k: v for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -94,6 +97,11 @@ class MlflowCallback(Callback):
         self.store.log_metrics(run_id, metrics, step=int(result.get(STEP, result.get("training_iteration", 0))))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        if last.get(FAILED) == 1.0:  # a data/config error: failed once, not retried (trainable.py)
+            self.store.fail(self.run_for(trial.trial_id, trial.config), str(last.get(ERROR, "failed")),
+                            keys.FAILURE_DETERMINISTIC)
+            return
         record_result(self.store, self.run_for(trial.trial_id, trial.config), trial.last_result or {},
                       trial.checkpoint, trial.config["cell"]["role"])
 
@@ -101,7 +109,16 @@ class MlflowCallback(Callback):
         error = ""
         if getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
             error = Path(trial.error_file).read_text()
-        self.store.fail(self.run_for(trial.trial_id, trial.config), error or "trial failed")
+        self.store.fail(self.run_for(trial.trial_id, trial.config), error or "trial failed", keys.FAILURE_CRASH)
+
+
+def run_name(payload: dict[str, Any], store: TrackingStore, trial_id: str | None) -> str:
+    """`atf-W3-wod s0` for a cell; `atf-WA-tuned s0 #3` for its third search sample."""
+    label = payload.get("label") or payload["cell_id"]
+    if trial_id is None:
+        return label
+    n = len(store.cell_runs(keys.ROLE_SEARCH, [payload["cell_id"]]).get(payload["cell_id"], []))
+    return f"{label} #{n + 1}"
 
 
 def record_result(store: TrackingStore, run_id: str, metrics: dict[str, Any], checkpoint: Any,
