@@ -24,26 +24,32 @@ __all__ = [
     "ced_artifact", "pred_artifact",
     "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
     "SCENARIOS", "SCENARIO_BASELINE", "SCENARIO_ATF", "SCENARIO_JOINT", "SCENARIO_NOVEL",
+    "TRAIN_PREFIX", "VAL_PREFIX", "TIME_PREFIX", "TAG_SWEEP_FILE", "TAG_CHOSEN_FROM", "CED_COLUMNS",
+    "TABLES", "RESULT_FINAL", "RESULT_STEP", "RESULT_FAILED", "RESULT_ERROR", "RESULT_ERROR_KIND",
+    "WFLW_ATTRIBUTES", "SYNTH_MARKER",
 ]
 
 # -- per-epoch metrics (reported through the trainer's callback) ----------------------------
+TRAIN_PREFIX = "train/"        # metric families by first component: training, validation split,
+VAL_PREFIX = "val/"            # wall times (test metrics: `test_metric`)
+TIME_PREFIX = "time/"
 EPOCH = "epoch"                # 1-based epoch index within the current stage
 STAGE = "stage"                # 0 = main training; 1 = fine-tuning stage of joint/novel
-TRAIN_LOSS = "train/loss"      # mean training loss of the epoch (all heads, as optimised)
-VAL_LOSS = "val/loss"          # target head's own loss on the validation split
-VAL_NME = "val/nme"            # target NME (%) on the validation split carved from train
-LR = "train/lr"                # learning rate at the end of the epoch
-EPOCH_TIME = "train/epoch_seconds"
+TRAIN_LOSS = TRAIN_PREFIX + "loss"  # mean training loss of the epoch (all heads, as optimised)
+VAL_LOSS = VAL_PREFIX + "loss"      # target head's own loss on the validation split
+VAL_NME = VAL_PREFIX + "nme"        # target NME (%) on the validation split carved from train
+LR = TRAIN_PREFIX + "lr"            # learning rate at the end of the epoch
+EPOCH_TIME = TRAIN_PREFIX + "epoch_seconds"
 
 
 def val_metric(dataset: str) -> str:
     """Per-head validation NME (%), e.g. during joint/novel head fine-tuning."""
-    return f"val/{dataset}/nme"
+    return f"{VAL_PREFIX}{dataset}/nme"
 
 
 def time_metric(phase: str) -> str:
     """Wall seconds of a training phase: main, joint, novel_head, novel_scratch."""
-    return f"time/{phase}_seconds"
+    return f"{TIME_PREFIX}{phase}_seconds"
 
 
 SCRATCH_SUFFIX = "_scratch"  # novel scenario: test metrics of the model trained from scratch,
@@ -111,6 +117,8 @@ TAG_SELECTION = "atf.selection"    # "val" (honest) or "test" (paper protocol, e
 TAG_STATUS = "atf.status"          # finished | failed | running
 TAG_KIND = "atf.kind"              # "sweep" on parent runs, "trial" on child runs
 TAG_TRIAL = "atf.trial"            # Tune trial id of the run's latest attempt
+TAG_SWEEP_FILE = "atf.sweep_file"  # path of the sweep file, on the parent run
+TAG_CHOSEN_FROM = "atf.chosen_from"  # tuned cell: run id of the search sample it reports
 TAG_ROLE = "atf.role"              # ROLE_CELL: the run a table reports; ROLE_SEARCH: one Optuna sample
 ROLE_CELL = "cell"
 ROLE_SEARCH = "search"
@@ -138,6 +146,7 @@ ARTIFACT_CONFIG = "config.yaml"        # resolved run config
 ARTIFACT_CED_DIR = "ced"               # one CSV per dataset/subset: columns threshold, fraction
 ARTIFACT_MODEL_DIR = "model"           # pruned best model (TorchScript) + its checkpoint
 ARTIFACT_PRED_DIR = "predictions"      # test predictions in the annotation CSV layout
+CED_COLUMNS = ("threshold", "fraction")  # header of a CED CSV (atf.metrics.write_ced / read_ced)
 
 
 def ced_artifact(dataset: str, subset: str) -> str:
@@ -146,3 +155,20 @@ def ced_artifact(dataset: str, subset: str) -> str:
 
 def pred_artifact(dataset: str, subset: str) -> str:
     return f"{ARTIFACT_PRED_DIR}/{dataset}_{subset}.csv"
+
+
+# -- the paper's tables (sweep cells name them; the report lays them out) --------------------
+TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+
+# -- trial results: what the Ray Tune trainable reports beside the metrics (never logged to MLflow)
+RESULT_FINAL = "atf/final"            # 1.0 on the last report of a trial (carries the test metrics)
+RESULT_STEP = "atf/step"              # epoch counted across stages: the MLflow step
+RESULT_FAILED = "atf/failed"          # 1.0 on the terminal result of a deterministic failure
+RESULT_ERROR = "atf/error"            # its one-line reason (a string)
+RESULT_ERROR_KIND = "atf/error_kind"  # its exception class name
+
+# -- data names -------------------------------------------------------------------------------
+# WFLW's six attribute test subsets, in the order of the annotation files' attribute columns and
+# of the paper's tables (metric names: test_metric("wflw", attribute, ...)).
+WFLW_ATTRIBUTES = ("largepose", "expression", "illumination", "makeup", "occlusion", "blur")
+SYNTH_MARKER = "synthface.json"       # written last by the SynthFace generator at its output root

@@ -9,11 +9,14 @@ errors is a step function, that area is computed exactly: AUC = mean(max(0, t - 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from atf import keys
 
-__all__ = ["MetricError", "nme", "failure_rate", "auc", "ced", "summarize", "MetricAccumulator"]
+__all__ = ["MetricError", "nme", "failure_rate", "auc", "ced", "write_ced", "read_ced", "summarize",
+           "MetricAccumulator"]
 
 
 class MetricError(ValueError):
@@ -63,6 +66,31 @@ def ced(errors: np.ndarray, threshold: float = keys.FAIL_THRESHOLD, steps: int =
     e = np.sort(_errors(errors))
     t = np.linspace(0.0, threshold, steps)
     return np.stack([t, np.searchsorted(e, t, side="right") / e.size], axis=1)
+
+
+def write_ced(path: str | Path, curve: np.ndarray) -> Path:
+    """Write a CED curve [T, 2] as the CSV of `keys.ced_artifact`: header `keys.CED_COLUMNS`,
+    six significant digits. The one writer, so the trainer's and the sweep's files are identical."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, np.asarray(curve, np.float64).reshape(-1, 2), delimiter=",",
+               header=",".join(keys.CED_COLUMNS), comments="", fmt="%.6g")
+    return path
+
+
+def read_ced(path: str | Path) -> np.ndarray:
+    """[T, 2] (threshold, fraction) from a CSV of `write_ced`; a MetricError naming the file else."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            header = f.readline().strip()
+            data = np.loadtxt(f, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as e:
+        raise MetricError(f"{path}: unreadable CED CSV ({e})") from None
+    if header.split(",") != list(keys.CED_COLUMNS) or data.shape[1:] != (2,) or not len(data):
+        raise MetricError(f"{path}: a CED CSV has the columns {','.join(keys.CED_COLUMNS)} and at least "
+                          f"one row; got header {header!r} and {data.shape[0]} row(s) of {data.shape[1]}")
+    return data
 
 
 def summarize(errors: np.ndarray, threshold: float = keys.FAIL_THRESHOLD) -> dict[str, float]:

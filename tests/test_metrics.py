@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atf import keys
+from atf import keys, metrics
 from atf.metrics import MetricAccumulator, MetricError, auc, ced, failure_rate, nme, summarize
 
 
@@ -69,3 +69,17 @@ def test_bad_inputs_raise():
         nme(np.full((1, 3, 2), np.nan), np.zeros((1, 3, 2)), np.ones(1))
     with pytest.raises(MetricError, match="empty"):
         MetricAccumulator().summary()
+
+
+def test_ced_csv_round_trip_and_bad_files(tmp_path):
+    curve = ced(np.array([0.013, 0.05, 0.2, 0.07]), threshold=0.5, steps=501)
+    path = metrics.write_ced(tmp_path / keys.ced_artifact("wflw", "full"), curve)
+    assert path.read_text().splitlines()[:3] == ["threshold,fraction", "0,0", "0.001,0"]
+    np.testing.assert_allclose(metrics.read_ced(path), curve, rtol=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t,f\n0,0\n")
+    with pytest.raises(MetricError, match=r"bad.csv: a CED CSV has the columns threshold,fraction.*'t,f'"):
+        metrics.read_ced(bad)
+    bad.write_text("threshold,fraction\n0,x\n")
+    with pytest.raises(MetricError, match=r"bad.csv: unreadable CED CSV"):
+        metrics.read_ced(bad)
