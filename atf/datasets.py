@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from atf import keys
 from atf.config import DataConfig, DatasetPaths
 from atf.readers import AnnotationError, AnnotationSet, Style, read_csv
 from atf.schemes import SchemeError, get_scheme
@@ -25,10 +26,9 @@ from atf.schemes import register_file as register_scheme_file
 __all__ = [
     "DatasetError", "DatasetSpec", "get_dataset", "dataset_names", "test_subsets", "register_file",
     "register_dataset", "csv_name", "csv_path", "annotations_dir", "images_dir", "load_split",
-    "normalizers", "data_provenance", "apply_registry", "dataset_for_points", "SYNTH_MARKER",
+    "normalizers", "data_provenance", "apply_registry", "dataset_for_points",
 ]
 
-SYNTH_MARKER = "synthface.json"   # written by the SynthFace generator at its output root
 SPLITS = ("train", "test")
 
 
@@ -53,9 +53,7 @@ class DatasetSpec:
 # Built-in datasets (docs/design.md table); test subsets in the order of the paper's tables.
 _BUILTIN: list[dict[str, Any]] = [
     {"name": "wflw", "scheme": "wflw98", "style": "original", "box_size": False, "train": "wflw_train",
-     "test": {"full": "wflw_test", "largepose": "wflw_test_largepose", "expression": "wflw_test_expression",
-              "illumination": "wflw_test_illumination", "makeup": "wflw_test_makeup",
-              "occlusion": "wflw_test_occlusion", "blur": "wflw_test_blur"}},
+     "test": {"full": "wflw_test", **{a: f"wflw_test_{a}" for a in keys.WFLW_ATTRIBUTES}}},
     {"name": "300w", "scheme": "300w68", "style": "original", "box_size": False, "train": "300w_train",
      "test": {"full": "300w_valid", "common": "300w_valid_common", "challenge": "300w_valid_challenge",
               "test": "300w_test"}},
@@ -250,7 +248,7 @@ def normalizers(aset: AnnotationSet) -> np.ndarray:
 def data_provenance(root: str | Path | DataConfig) -> str:
     """"synthetic(scale=S,seed=N)" when a SynthFace marker sits at the data root, else "real"."""
     folder = Path(root.root if isinstance(root, DataConfig) else root)
-    marker = folder / SYNTH_MARKER
+    marker = folder / keys.SYNTH_MARKER
     if not marker.is_file():
         return "real"
     try:

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from atf import keys
 from atf.datasets import csv_name, get_dataset, test_subsets
 from atf.readers import AnnotationSet, landmark_box, write_csv
 
@@ -47,7 +48,6 @@ __all__ = [
     "load_mat", "convert", "convert_main", "FORMATS",
 ]
 
-WFLW_ATTRIBUTES = ("largepose", "expression", "illumination", "makeup", "occlusion", "blur")
 _300W_RULES: dict[str, tuple[tuple[str, ...], ...]] = {
     # subset -> path-component sequences (lower case) that put a .pts file in it
     "train": (("lfpw", "trainset"), ("helen", "trainset"), ("afw",)),
@@ -142,7 +142,7 @@ def read_wflw(src: str | Path) -> Converted:
             train = aset
             continue
         sets["full"] = aset
-        for j, subset in enumerate(WFLW_ATTRIBUTES):
+        for j, subset in enumerate(keys.WFLW_ATTRIBUTES):
             sets[subset] = aset.subset(np.flatnonzero(attr[:, j] > 0))
     images = next((p for p in sorted(src.rglob("WFLW_images")) if p.is_dir()), None) if src.is_dir() else None
     return Converted("wflw", train, sets, images)

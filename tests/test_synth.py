@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from atf import datasets
+from atf import datasets, keys
 from atf.schemes import get_scheme
 from atf.synth import generate
 from atf.synth import presets as P
 from atf.synth.cli import sheet_main, synth_main
-from atf.synth.generate import MARKER, SynthError, make_sample, plan
+from atf.synth.generate import SynthError, make_sample, plan
 from atf.synth.presets import PresetError
 
 TINY = 0.001  # every group and subset at the minimum count
@@ -47,7 +47,7 @@ def test_other_seed_other_faces():
 
 def test_counts_per_preset_and_subset(synth_root):
     from conftest import SYNTH_SCALE
-    marker = json.loads((synth_root / MARKER).read_text())
+    marker = json.loads((synth_root / keys.SYNTH_MARKER).read_text())
     assert marker["generator"] == "synthface" and marker["version"] == 1 and marker["seed"] == 0
     assert marker["presets"] == ["wflw", "300w", "cofw", "aflw"]
     c = marker["counts"]
@@ -69,7 +69,7 @@ def test_counts_per_preset_and_subset(synth_root):
 def test_every_registry_split_reads_back(synth_root, name):
     spec = datasets.get_dataset(name)
     k = get_scheme(spec.scheme).num_points
-    marker = json.loads((synth_root / MARKER).read_text())
+    marker = json.loads((synth_root / keys.SYNTH_MARKER).read_text())
     splits = [("train", "full")] + [("test", s) for s in spec.subsets]
     for split, subset in splits:
         aset = datasets.load_split(name, split, subset, root=synth_root)
@@ -107,9 +107,9 @@ def test_preset_files_match_the_registry():
 def test_large_pose_profiles_differ():
     """AFLW holds yaws that WFLW's non-largepose faces lack: the condition ATF exploits."""
     rng = np.random.default_rng(0)
-    no_flags = np.zeros(len(P.ATTRIBUTES), bool)
-    pose = np.zeros(len(P.ATTRIBUTES), bool)
-    pose[P.ATTRIBUTES.index("largepose")] = True
+    no_flags = np.zeros(len(keys.WFLW_ATTRIBUTES), bool)
+    pose = np.zeros(len(keys.WFLW_ATTRIBUTES), bool)
+    pose[keys.WFLW_ATTRIBUTES.index("largepose")] = True
     aflw = [abs(P.sample_face(rng, P.get_preset("aflw").group("train"), pose).yaw) for _ in range(300)]
     wflw = [abs(P.sample_face(rng, P.get_preset("wflw").group("train"), pose).yaw) for _ in range(300)]
     assert max(aflw) > 89 and max(wflw) <= 80
@@ -130,18 +130,18 @@ def test_bad_input_is_refused(tmp_path, kwargs, match):
     args = {"scale": TINY, "presets": ["cofw"], **kwargs}
     with pytest.raises((SynthError, PresetError), match=match):
         generate(tmp_path / "out", seed=0, **args)
-    assert not (tmp_path / "out" / MARKER).exists()
+    assert not (tmp_path / "out" / keys.SYNTH_MARKER).exists()
 
 
 def test_skip_existing_and_force(tmp_path, capsys):
     out = tmp_path / "d"
     argv = ["--out", str(out), "--scale", str(TINY), "--seed", "1", "--presets", "cofw", "--workers", "1"]
     assert synth_main(argv) == 0
-    marker = (out / MARKER).read_text()
+    marker = (out / keys.SYNTH_MARKER).read_text()
     csv = out / "cofw" / "face_landmarks_cofw_train.csv"
     before = csv.stat().st_mtime_ns
     assert synth_main(argv + ["--skip-existing"]) == 0           # same dataset: nothing rewritten
-    assert csv.stat().st_mtime_ns == before and (out / MARKER).read_text() == marker
+    assert csv.stat().st_mtime_ns == before and (out / keys.SYNTH_MARKER).read_text() == marker
     capsys.readouterr()
     assert synth_main(argv) == 2                                  # same dataset, no flag: refused
     assert "holds this dataset already" in capsys.readouterr().err
@@ -149,9 +149,9 @@ def test_skip_existing_and_force(tmp_path, capsys):
     assert synth_main(other + ["--skip-existing"]) == 2           # different dataset: refused
     err = capsys.readouterr().err.strip()
     assert "different SynthFace dataset" in err and str(out) in err and len(err.splitlines()) == 1
-    assert (out / MARKER).read_text() == marker
+    assert (out / keys.SYNTH_MARKER).read_text() == marker
     assert synth_main(other + ["--force"]) == 0                   # --force replaces it
-    assert json.loads((out / MARKER).read_text())["seed"] == 2
+    assert json.loads((out / keys.SYNTH_MARKER).read_text())["seed"] == 2
     assert csv.read_bytes() != b"" and csv.stat().st_mtime_ns != before
 
 

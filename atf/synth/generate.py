@@ -19,13 +19,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from atf import keys
 from atf.synth import geometry, presets
 from atf.synth.geometry import deform, project, scheme_points3d, silhouette_jaw
 from atf.synth.render import place, render_face
 
-__all__ = ["MARKER", "GENERATOR", "VERSION", "SynthError", "generate", "plan", "read_marker", "make_sample"]
+__all__ = ["GENERATOR", "VERSION", "SynthError", "generate", "plan", "read_marker", "make_sample"]
 
-MARKER = "synthface.json"
 GENERATOR = "synthface"
 VERSION = 1
 
@@ -81,7 +81,7 @@ def make_sample(job: Job) -> tuple[np.ndarray, dict]:
     pl = place(posed, size, float(rng.uniform(*st["face_fraction"])), rng)
     pts3d = scheme_points3d(curves, cal.schemes[preset.scheme], rng)
     lm = project(pts3d, face)[:, :2] * pl.ppu + np.asarray(pl.offset)
-    flags = dict(zip(presets.ATTRIBUTES, job.flags))
+    flags = dict(zip(keys.WFLW_ATTRIBUTES, job.flags))
     img = render_face(face, curves, pl, flags, rng, size)
     lo, hi = lm.min(0), lm.max(0)
     side = float((hi - lo).max())
@@ -112,7 +112,7 @@ def _work(args: tuple[Job, str]) -> dict:
 def read_marker(out: Path) -> dict | None:
     """The marker of a SynthFace folder, or None when absent or unreadable."""
     try:
-        return json.loads((Path(out) / MARKER).read_text())
+        return json.loads((Path(out) / keys.SYNTH_MARKER).read_text())
     except (OSError, ValueError):
         return None
 
@@ -173,7 +173,7 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
             if same:
                 what = "this dataset already"
             raise SynthError(f"{out}: folder holds {what}; pass --skip-existing to reuse or --force to overwrite")
-        (out / MARKER).unlink(missing_ok=True)
+        (out / keys.SYNTH_MARKER).unlink(missing_ok=True)
         # our dataset folders and those of the replaced SynthFace set (never a user's other files)
         for n in set(names) | set((have or {}).get("presets", [])) & set(_presets.presets()):
             shutil.rmtree(out / n, ignore_errors=True)
@@ -190,7 +190,7 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
             pool = mp.get_context("spawn").Pool(workers)
             results = pool.imap(_work, args, chunksize=16)
         for job, row in zip(jobs, results):
-            row["flags"] = dict(zip(_presets.ATTRIBUTES, job.flags))
+            row["flags"] = dict(zip(keys.WFLW_ATTRIBUTES, job.flags))
             rows.setdefault((job.preset, job.group), []).append(row)
             update(1)
     finally:
@@ -213,5 +213,5 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
                 csvio.write_rows(name, preset.scheme, selected, path, with_box)
             counts[name][suffix] = len(selected)
     marker = {**want, "counts": counts}
-    (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    (out / keys.SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
     return marker

@@ -15,15 +15,15 @@ from typing import Mapping
 import numpy as np
 import yaml
 
+from atf import keys
 from atf.synth.geometry import Face, SchemeDef, deform, project, scheme_points3d, silhouette_jaw
 
 __all__ = [
-    "ATTRIBUTES", "PRESETS_FILE", "Group", "Preset", "presets", "get_preset", "preset_for_scheme",
+    "PRESETS_FILE", "Group", "Preset", "presets", "get_preset", "preset_for_scheme",
     "scaled_count", "group_flags", "sample_face", "sample_shapes", "settings",
 ]
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-ATTRIBUTES = ("largepose", "expression", "illumination", "makeup", "occlusion", "blur")
 _POSE_KEYS = {"yaw_sd", "yaw_large", "yaw_max", "pitch_sd", "roll_sd"}
 
 
@@ -71,7 +71,7 @@ def _parse(name: str, d: Mapping) -> Preset:
     groups = []
     for gname, g in d["groups"].items():
         for key in list(g.get("attributes", {})) + list(g.get("exact", {})):
-            if key not in ATTRIBUTES:
+            if key not in keys.WFLW_ATTRIBUTES:
                 raise PresetError(f"{where} group {gname!r}: unknown attribute {key!r}")
         pose = {**d["pose"], **g.get("pose", {})}
         if set(pose) - _POSE_KEYS:
@@ -109,10 +109,10 @@ def scaled_count(count: int, scale: float) -> int:
 
 def group_flags(group: Group, n: int, scale: float, rng: np.random.Generator) -> np.ndarray:
     """Attribute flags [n, 6] (bool) of a group: exact counts where given, else Bernoulli draws."""
-    flags = np.zeros((n, len(ATTRIBUTES)), dtype=bool)
+    flags = np.zeros((n, len(keys.WFLW_ATTRIBUTES)), dtype=bool)
     probs = dict(group.attributes)
     exact = dict(group.exact)
-    for j, attr in enumerate(ATTRIBUTES):
+    for j, attr in enumerate(keys.WFLW_ATTRIBUTES):
         if attr in exact:
             k = min(n, scaled_count(exact[attr], scale))
             flags[rng.choice(n, size=k, replace=False), j] = True
@@ -124,7 +124,7 @@ def group_flags(group: Group, n: int, scale: float, rng: np.random.Generator) ->
 def sample_face(rng: np.random.Generator, group: Group, flags: np.ndarray) -> Face:
     """Latent pose, expression and identity of one face, given its attribute flags."""
     pose = dict(group.pose)
-    f = dict(zip(ATTRIBUTES, flags))
+    f = dict(zip(keys.WFLW_ATTRIBUTES, flags))
     yaw_max = float(pose.get("yaw_max", 90))
     if f["largepose"]:
         lo, hi = pose["yaw_large"]

@@ -14,6 +14,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from atf import keys
+
 __all__ = ["SheetError", "read_landmarks", "make_sheet"]
 
 _COLOURS = [(0, 255, 0), (0, 200, 255), (255, 120, 0), (255, 0, 255)]
@@ -40,7 +42,7 @@ def read_landmarks(path: Path) -> list[tuple[str, np.ndarray]]:
 
 def _marker_presets(data: Path) -> list[str]:
     try:
-        return list(json.loads((data / "synthface.json").read_text()).get("presets", []))
+        return list(json.loads((data / keys.SYNTH_MARKER).read_text()).get("presets", []))
     except (OSError, ValueError, AttributeError):
         return []
 

@@ -11,6 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
+from atf import keys
+from atf.datasets import csv_name
+
 __all__ = [
     "SCHEMES", "SIMILAR", "EYE_OUTER", "INNER_LIPS", "REAL_FILES",
     "landmark_columns", "canonical", "align_to", "procrustes_mean", "mean_nme",
@@ -33,11 +36,10 @@ EYE_OUTER = {s: (v[2], v[5]) for s, v in SIMILAR.items()}
 INNER_LIPS = {"wflw98": (90, 94), "300w68": (62, 66), "cofw29": (25, 26)}
 
 REAL_FILES = {
-    "wflw98": [f"wflw/face_landmarks_wflw_test_{s}_with_box.csv"
-               for s in ("largepose", "expression", "illumination", "makeup", "occlusion", "blur")],
-    "300w68": ["300w/face_landmarks_300w_valid_with_box.csv", "300w/face_landmarks_300w_test_with_box.csv"],
-    "cofw29": ["cofw/face_landmarks_cofw_train_with_box.csv", "cofw/face_landmarks_cofw_test_with_box.csv"],
-    "aflw19": ["aflw/face_landmarks_aflw_test_with_box.csv"],
+    "wflw98": [f"wflw/{csv_name('wflw', 'test', s, True)}" for s in keys.WFLW_ATTRIBUTES],
+    "300w68": [f"300w/{csv_name('300w', 'test', s, True)}" for s in ("full", "test")],
+    "cofw29": [f"cofw/{csv_name('cofw', split, 'full', True)}" for split in ("train", "test")],
+    "aflw19": [f"aflw/{csv_name('aflw', 'test', 'full', True)}"],
 }
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
