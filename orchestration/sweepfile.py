@@ -20,6 +20,9 @@ the report can import it to list which sweep file and cell fill a table cell.
         set: {scenario: atf}         # overrides for every cell of this experiment
         grid: {aux: [[300w], [cofw]]}  # cartesian product over config keys
         variants: [{model.backbone: ocn}, {model.backbone: hrnet_w18, optim.lr: 1.0e-4}]
+        # a variant may `include` RunConfig YAML(s) (a backbone's protocol block, sweeps/base/):
+        # merged after `base` and BEFORE `set`, so an experiment's own keys win over the block
+        # variants: [{include: base/protocol_ocn.yaml}, {include: base/protocol_hrnet_atf.yaml}]
         search:                      # optional: each cell becomes one tuned cell
           num_samples: 8
           sampler: tpe               # tpe | random
@@ -29,6 +32,15 @@ the report can import it to list which sweep file and cell fill a table cell.
 
 Without `experiments`, top-level `set`/`grid`/`variants`/`search` form one.
 String values may use `${VAR}` or `${VAR:-default}` (environment).
+
+    synth: {scale: 0.02, seed: 0}    # optional: data.root is SynthFace, generated when absent
+                                     # (implied for the default root data/synth)
+
+Profiles (`load_sweep(..., profile="smoke")`, `atf-sweep FILE --profile smoke`) are data too:
+`sweeps/profiles/<name>.yaml` holds `set` (config keys applied to every cell after the sweep
+file and before --set), and optionally `resources`, `max_failures`, `max_concurrent`, `synth`
+and `search: {num_samples: N}` (a cap). A profile changes the resolved configs, so its cells
+hash apart from the real ones and are never reused as them; the sweep is named `<name>-<profile>`.
 """
 
 from __future__ import annotations
@@ -46,18 +58,22 @@ from typing import Any
 import yaml
 
 from atf import keys
-from atf.config import ConfigError, RunConfig, from_dict, to_dict
+from atf.config import ConfigError, DataConfig, RunConfig, from_dict, to_dict
 from orchestration.cells import TABLES, cell_tags, data_provenance, table_list
 
 __all__ = [
     "SweepError", "Param", "Search", "Resources", "Cell", "Sweep", "load_sweep", "cell_tags",
     "apply_values", "check_ranges", "check_datasets", "resolve_paths", "parse_set",
+    "Profile", "SynthSpec", "load_profile", "PROFILE_DIR", "DEFAULT_SYNTH", "synth_for", "synth_provenance",
 ]
 
 SAMPLERS = ("tpe", "random")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 _TOP_KEYS = {"name", "description", "include", "base", "tables", "seeds", "repeats", "resources",
-             "max_failures", "max_concurrent", "experiments", "set", "grid", "variants", "search"}
+             "max_failures", "max_concurrent", "experiments", "set", "grid", "variants", "search", "synth"}
+_PROFILE_KEYS = {"name", "description", "set", "resources", "max_failures", "max_concurrent", "search",
+                 "synth"}
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "sweeps" / "profiles"
 _EXP_KEYS = {"name", "tables", "set", "grid", "variants", "seeds", "search"}
 _SEARCH_KEYS = {"space", "sampler", "num_samples", "metric", "mode", "seed"}
 _INDEX = re.compile(r"^(?P<path>[A-Za-z_][\w.]*)\[(?P<index>\d+)\]$")
@@ -106,15 +122,39 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SynthSpec:
+    """How the SynthFace data at a sweep's data root is made (`atf-data synth` arguments)."""
+    scale: float = 0.02
+    seed: int = 0
+
+
+DEFAULT_SYNTH = SynthSpec()         # the embedded default: data/synth at scale 0.02, seed 0 (demo.yaml)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Overrides applied after a sweep file (e.g. `smoke`: every cell, shrunk)."""
+    name: str
+    path: Path
+    set: dict[str, Any]
+    resources: Resources | None = None
+    max_failures: int | None = None
+    max_concurrent: int | None = None
+    max_samples: int | None = None  # cap on every search's num_samples
+    synth: SynthSpec | None = None
+
+
+@dataclass(frozen=True)
 class Cell:
     """One run a table reports (or, with `search`, the run chosen by a search)."""
     cell_id: str
     config: RunConfig               # resolved config (the search's starting point when tuned)
     seed: int
     tables: tuple[str, ...]
-    tags: dict[str, str]            # keys.CELL_TAGS -> value
+    tags: dict[str, str]            # keys.CELL_TAGS -> value (plus keys.TAG_PROFILE under a profile)
     experiment: str                 # experiment name in the sweep file
     search: Search | None = None
+    label: str = ""                 # readable run name: experiment, grid point, variant, seed ("atf-3W hrnet_w18 s0")
 
     def summary(self) -> dict[str, str]:
         """Key config values for a one-line listing."""
@@ -136,6 +176,8 @@ class Sweep:
     max_failures: int
     max_concurrent: int
     cells_: tuple[Cell, ...] = field(repr=False)
+    synth: SynthSpec | None = None  # data.root is SynthFace made this way (generated when absent)
+    profile: Profile | None = None
 
     def cells(self) -> list[Cell]:
         return list(self.cells_)
@@ -400,20 +442,30 @@ def _tables(value: Any, path: Path, where: str) -> tuple[str, ...]:
     return tuple(str(t) for t in items)
 
 
-def _load_base(doc: dict[str, Any], path: Path) -> dict[str, Any]:
-    base: dict[str, Any] = {}
-    includes = doc.get("include") or []
-    for i, inc in enumerate([includes] if isinstance(includes, str) else _as_list(includes, path, "include")):
+def _includes(includes: Any, path: Path, where: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """RunConfig YAML files named by `include` (relative to `path`), merged in order. An included
+    file may `include` others itself (its own keys win over them)."""
+    out: dict[str, Any] = {}
+    items = [includes] if isinstance(includes, str) else _as_list(includes, path, where)
+    for i, inc in enumerate(items):
+        w = where if isinstance(includes, str) else f"{where}[{i}]"
         inc_path = (path.parent / str(inc)).resolve()
         if not inc_path.is_file():
-            raise _fail(path, f"include[{i}]" if not isinstance(includes, str) else "include",
-                        f"no such file {inc}")
-        data = _read_yaml(inc_path)
+            raise _fail(path, w, f"no such file {inc}")
+        if inc_path in seen:
+            raise _fail(path, w, f"include cycle through {inc}")
+        data = dict(_read_yaml(inc_path))
+        inner = _includes(data.pop("include"), inc_path, "include", (*seen, inc_path)) if "include" in data else {}
         try:
             _check_keys(data)
         except ConfigError as e:
             raise SweepError(f"{inc_path}: {e}") from None
-        base = _merge(base, _nest(data))
+        out = _merge(out, _merge(inner, _nest(data)))
+    return out
+
+
+def _load_base(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    base = _includes(doc["include"], path, "include") if doc.get("include") else {}
     own = _as_map(doc.get("base"), path, "base")
     try:
         _check_keys(own)
@@ -514,7 +566,8 @@ def _seeds(raw: dict[str, Any], path: Path, where: str, base_seed: int, default:
 
 def _build_cell(path: Path, where: str, base: dict[str, Any], parts: list[dict[str, Any]], seed: int,
                 overrides: dict[str, Any], tables: tuple[str, ...], exp_name: str,
-                search: Search | None) -> Cell:
+                search: Search | None, profile: Profile | None = None, label: str = "",
+                synth: SynthSpec | None = None) -> Cell:
     d = base
     for part in parts:
         d = _merge(d, _nest(part))
@@ -523,6 +576,13 @@ def _build_cell(path: Path, where: str, base: dict[str, Any], parts: list[dict[s
         cfg = from_dict(RunConfig, d)
     except ConfigError as e:
         raise _fail(path, where, str(e)) from None
+    if profile is not None:
+        try:
+            cfg = apply_values(cfg, profile.set)
+        except ConfigError as e:
+            raise SweepError(f"{profile.path}: set: {e} (applied to {path} {where})") from None
+        if search is not None and profile.max_samples is not None:
+            search = dataclasses.replace(search, num_samples=min(search.num_samples, profile.max_samples))
     if overrides:
         try:
             cfg = apply_values(cfg, overrides)
@@ -537,16 +597,113 @@ def _build_cell(path: Path, where: str, base: dict[str, Any], parts: list[dict[s
                     check_ranges(apply_values(cfg, {p.path: v}))
     except ConfigError as e:
         raise _fail(path, where, str(e)) from None
-    prov = data_provenance(cfg)
+    prov = _provenance(cfg, synth)
     spec = search.spec() if search else None
     tags = cell_tags(cfg, tables, spec, prov)
+    if profile is not None:
+        tags[keys.TAG_PROFILE] = profile.name
     return Cell(cell_id=tags[keys.TAG_CELL], config=cfg, seed=seed, tables=table_list(tables),
-                tags=tags, experiment=exp_name, search=search)
+                tags=tags, experiment=exp_name, search=search, label=label)
 
 
-def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
-    """Parse, validate and expand a sweep file; `overrides` (dotted keys) apply to every cell last."""
+def synth_for(cfg: RunConfig, synth: SynthSpec | None) -> SynthSpec | None:
+    """How `cfg`'s data root is made when it is SynthFace: the sweep's `synth`, or the embedded
+    default for the default root (data/synth); None for any other root (real data)."""
+    if synth is not None:
+        return synth
+    default = DataConfig().root
+    if Path(cfg.data.root) == Path(default) or Path(cfg.data.root) == Path(default).resolve():
+        return DEFAULT_SYNTH
+    return None
+
+
+def synth_provenance(spec: SynthSpec) -> str:
+    """The keys.TAG_DATA value of SynthFace made with `spec` (as atf.datasets writes it)."""
+    return f"synthetic(scale={spec.scale:g},seed={spec.seed})"
+
+
+def _provenance(cfg: RunConfig, synth: SynthSpec | None) -> str:
+    """The data's provenance; a SynthFace root not generated yet counts as what it will be, so a
+    cell's id is the same before and after `atf-sweep` makes the data."""
+    from atf.keys import SYNTH_MARKER
+    spec = synth_for(cfg, synth)
+    if spec is not None and not (Path(cfg.data.root) / SYNTH_MARKER).is_file() and not _has_files(cfg.data.root):
+        return synth_provenance(spec)
+    return data_provenance(cfg)
+
+
+def _has_files(root: str) -> bool:
+    p = Path(root)
+    return p.is_dir() and any(p.iterdir())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(_short(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_short(v)}" for k, v in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _label(name: str, point: dict[str, Any], variant: dict[str, Any], j: int, n_variants: int, seed: int) -> str:
+    """`atf-3W hrnet_w18 s0`: what a person reads in the MLflow runs table instead of a hash."""
+    parts = [name] + [f"{str(k).rsplit('.', 1)[-1]}={_short(v)}" for k, v in point.items()]
+    if n_variants > 1:
+        backbone = _nest(variant).get("model", {}).get("backbone") if variant else None
+        parts.append(str(backbone) if backbone else f"v{j}")
+    return " ".join([*parts, f"s{seed}"])
+
+
+def _parse_synth(raw: Any, path: Path, where: str) -> SynthSpec:
+    raw = _as_map(raw, path, where)
+    unknown = sorted(set(raw) - {"scale", "seed"})
+    if unknown:
+        raise _fail(path, f"{where}.{unknown[0]}", "unknown key; known: ['scale', 'seed']")
+    scale = raw.get("scale", DEFAULT_SYNTH.scale)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise _fail(path, f"{where}.scale", f"expected a number in (0, 1], got {scale!r}")
+    return SynthSpec(float(scale), _int(raw.get("seed", DEFAULT_SYNTH.seed), path, f"{where}.seed", 0))
+
+
+def load_profile(name_or_path: str | Path, sweep_dir: Path | None = None) -> Profile:
+    """A profile by name (`<sweep dir>/profiles/NAME.yaml`, else sweeps/profiles/NAME.yaml) or path."""
+    given = Path(name_or_path)
+    candidates = [given] if given.suffix in (".yaml", ".yml") else []
+    candidates += [d / f"{name_or_path}.yaml" for d in ((sweep_dir / "profiles") if sweep_dir else None,
+                                                         PROFILE_DIR) if d is not None]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise SweepError(f"--profile {name_or_path}: no such profile (known: {', '.join(known) or 'none'}; "
+                         f"looked for {', '.join(str(c) for c in candidates)})")
+    doc = _read_yaml(path)
+    unknown = sorted(set(doc) - _PROFILE_KEYS)
+    if unknown:
+        raise _fail(path, unknown[0], f"unknown key; known: {sorted(_PROFILE_KEYS)}")
+    setv = _as_map(doc.get("set"), path, "set")
+    try:
+        _check_keys(setv)
+    except ConfigError as e:
+        raise _fail(path, "set", str(e)) from None
+    search = _as_map(doc.get("search"), path, "search")
+    if set(search) - {"num_samples"}:
+        raise _fail(path, "search", "a profile may only cap num_samples")
+    return Profile(
+        name=str(doc.get("name", path.stem)), path=path, set=setv,
+        resources=_parse_resources(doc["resources"], path) if "resources" in doc else None,
+        max_failures=_int(doc["max_failures"], path, "max_failures", 0) if "max_failures" in doc else None,
+        max_concurrent=_int(doc["max_concurrent"], path, "max_concurrent", 0) if "max_concurrent" in doc else None,
+        max_samples=_int(search["num_samples"], path, "search.num_samples", 1) if "num_samples" in search else None,
+        synth=_parse_synth(doc["synth"], path, "synth") if "synth" in doc else None)
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None,
+               profile: str | Path | Profile | None = None) -> Sweep:
+    """Parse, validate and expand a sweep file; `profile` (see the module docstring) applies to
+    every cell after the file, `overrides` (dotted keys) last."""
     path = Path(path)
+    if profile is not None and not isinstance(profile, Profile):
+        profile = load_profile(profile, path.parent)
     doc = _read_yaml(path)
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
@@ -565,6 +722,9 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     else:
         exps = [{k: doc[k] for k in ("set", "grid", "variants", "search") if k in doc}]
         prefixes = [""]
+    synth = _parse_synth(doc["synth"], path, "synth") if "synth" in doc else None
+    if profile is not None and profile.synth is not None:
+        synth = profile.synth
     cells: dict[str, Cell] = {}
     for i, (raw, prefix) in enumerate(zip(exps, prefixes)):
         raw = _as_map(raw, path, prefix or "experiments")
@@ -583,10 +743,14 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         except ConfigError as e:
             raise _fail(path, f"{dot}set", str(e)) from None
         points = _grid_points(_as_map(raw.get("grid"), path, f"{dot}grid"), path, f"{dot}grid")
-        variants = _as_list(raw.get("variants", [{}]), path, f"{dot}variants") or [{}]
+        variants = list(_as_list(raw.get("variants", [{}]), path, f"{dot}variants") or [{}])
+        blocks = []  # per variant: its included protocol block, merged before `set`
         for j, v in enumerate(variants):
+            v = dict(_as_map(v, path, f"{dot}variants[{j}]"))
+            blocks.append(_includes(v.pop("include"), path, f"{dot}variants[{j}].include") if "include" in v else {})
+            variants[j] = v
             try:
-                _check_keys(_as_map(v, path, f"{dot}variants[{j}]"))
+                _check_keys(v)
             except ConfigError as e:
                 raise _fail(path, f"{dot}variants[{j}]", str(e)) from None
         search = _parse_search(raw["search"], path, f"{dot}search") if "search" in raw else None
@@ -595,17 +759,25 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
             where = prefix or "grid"
             if len(variants) > 1:
                 where += f".variants[{j}]"
-            cell = _build_cell(path, where, base, [setv, point, variant or {}], seed, overrides or {},
-                               exp_tables, name, search)
+            cell = _build_cell(path, where, base, [blocks[j], setv, point, variant or {}], seed, overrides or {},
+                               exp_tables, name, search, profile,
+                               _label(name, point, _merge(blocks[j], _nest(variant or {})), j, len(variants), seed),
+                               synth)
             if cell.cell_id in cells:  # same experiment reached twice: one run, tables merged
                 old = cells[cell.cell_id]
                 merged = table_list((*old.tables, *cell.tables))
                 tags = {**old.tags, keys.TAG_TABLES: ",".join(merged)}
                 cell = dataclasses.replace(old, tables=merged, tags=tags)
             cells[cell.cell_id] = cell
-    return Sweep(name=str(doc.get("name", path.stem)), path=path,
-                 description=str(doc.get("description", "")),
-                 resources=_parse_resources(doc.get("resources"), path),
-                 max_failures=_int(doc.get("max_failures", 1), path, "max_failures", 0),
-                 max_concurrent=_int(doc.get("max_concurrent", 0), path, "max_concurrent", 0),
-                 cells_=tuple(cells.values()))
+    name = str(doc.get("name", path.stem))
+    resources = _parse_resources(doc.get("resources"), path)
+    max_failures = _int(doc.get("max_failures", 1), path, "max_failures", 0)
+    max_concurrent = _int(doc.get("max_concurrent", 0), path, "max_concurrent", 0)
+    if profile is not None:
+        name = f"{name}-{profile.name}"
+        resources = profile.resources or resources
+        max_failures = max_failures if profile.max_failures is None else profile.max_failures
+        max_concurrent = max_concurrent if profile.max_concurrent is None else profile.max_concurrent
+    return Sweep(name=name, path=path, description=str(doc.get("description", "")), resources=resources,
+                 max_failures=max_failures, max_concurrent=max_concurrent, cells_=tuple(cells.values()),
+                 synth=synth, profile=profile)

@@ -17,9 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from atf import keys  # noqa: E402
+from atf import keys, metrics  # noqa: E402
 
 from .collect import DATA_ROOT_PARAM, Runs  # noqa: E402
 from .compute import CellResult, TableResult  # noqa: E402
@@ -77,13 +76,9 @@ def _data_label(result: TableResult) -> str:
 
 def _mean_curve(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Seeds' CED curves on the first curve's thresholds (fractions averaged)."""
-    frames = [pd.read_csv(p) for p in paths]
-    for f, p in zip(frames, paths):
-        if not {"threshold", "fraction"} <= set(f.columns):
-            raise ValueError(f"{p.name}: CED CSV needs columns threshold, fraction; has {list(f.columns)}")
-    grid = frames[0]["threshold"].to_numpy(dtype=float)
-    fr = [np.interp(grid, f["threshold"].to_numpy(float), f["fraction"].to_numpy(float)) for f in frames]
-    return grid, np.mean(fr, axis=0)
+    curves = [metrics.read_ced(p) for p in paths]
+    grid = curves[0][:, 0]
+    return grid, np.mean([np.interp(grid, c[:, 0], c[:, 1]) for c in curves], axis=0)
 
 
 def ced_figures(result: TableResult, cache: ArtifactCache, out_dir: Path) -> tuple[list[Path], list[str]]:
