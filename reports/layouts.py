@@ -30,7 +30,7 @@ ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
     keys.TAG_PROPORTIONS: (keys.PROPORTIONS_WD, keys.PROPORTIONS_WOD, ""),
     keys.TAG_SCENARIO: keys.SCENARIOS,
 }
-TABLE_IDS = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+TABLE_IDS = keys.TABLES              # the paper's tables, in order
 # A higher value is better for these metrics (bold = max); lower for the others (bold = min).
 HIGHER_IS_BETTER = frozenset({keys.AUC})
 METRIC_LABEL = {keys.NME: "NME (lower is better)", keys.FR: "FR@0.1 (%, lower is better)",
