@@ -21,7 +21,7 @@ from atf import keys
 __all__ = [
     "ConfigError", "DatasetPaths", "DataConfig", "ModelConfig", "LossConfig", "AtdpConfig",
     "OptimConfig", "AugmentConfig", "EvalConfig", "FinetuneConfig", "RunConfig",
-    "from_dict", "to_dict", "load_config", "override",
+    "from_dict", "to_dict", "load_config", "override", "protocol_summary",
 ]
 
 
@@ -59,6 +59,10 @@ class ModelConfig:
     width_mult: float = 1.0        # channel multiplier for small CPU configs
     heatmap_size: int = 0          # heatmap backbones only; 0 = input_size // 4
     mean_shape_init: bool = True   # coordinate heads start at the training set's mean shape (bias of the FC)
+    pretrained: str = ""           # HRNet: ImageNet weights for the trunk (official HRNet or timm layout; "" = none)
+    ocn_variant: Literal["public", "legacy"] = "public"  # public ATF code's OCN (ReLU6, BN on conv8); legacy = ours v1
+    ocn_head: Literal["fc", "branch"] = "fc"  # paper: one FC per dataset; branch = public code's private tail + FC
+    hrnet_upsample: Literal["bilinear", "nearest"] = "bilinear"  # fusion upsampling: face code bilinear, ImageNet nearest
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,42 @@ class RunConfig:
 
     def sigma(self, dataset: str) -> float:
         return self.loss.sigma.get(dataset, 1.5)
+
+
+def protocol_summary(cfg: RunConfig) -> str:
+    """One line naming the protocol a run follows (`atf-sweep --dry-run` prints it per cell)."""
+    m, o, a, e, lc, d = cfg.model, cfg.optim, cfg.augment, cfg.eval, cfg.loss, cfg.data
+    g = "{:g}".format
+    sched = {"plateau": f"plateau x{g(o.factor)}/{o.patience}", "none": "constant",
+             "multistep": f"steps {','.join(map(str, o.milestones))} x{g(o.factor)}"}[o.schedule]
+    lr = f"lr {g(o.lr)}" + (f" trunk {g(o.trunk_lr)}" if o.trunk_lr else "")
+    epochs = f"{o.epochs} ep" + (f" x{o.epoch_passes} passes" if o.epoch_passes > 1 else "")
+    selection = (f"sel val({g(d.val_fraction)} of selected heads)" if e.selection == "val"
+                 else "sel TEST (paper)")
+    extras = [f"{k}{g(v)}" for k, v in (("crop", a.random_crop), ("flip", a.flip), ("scale", a.scale),
+                                         ("shift", a.translate), ("color", a.color), ("gray", a.grayscale)) if v]
+    if a.rotation:
+        extras.append(f"rot{g(a.rotation)}@{g(a.rotation_prob)}")
+    aug = ("aug " + ",".join(extras) + ("" if a.auxiliary else " (aux plain)")) if a.enabled else "aug off"
+    parts = [f"{m.backbone}", f"{cfg.input_size}px", f"crop {d.crop} x{g(d.crop_margin)}",
+             f"{o.name} {lr} wd {g(o.weight_decay)}", sched, epochs, f"batch {o.batch_size}", aug,
+             f"loss {cfg.loss_kind}"]
+    if cfg.loss_kind == "heatmap_mse":
+        sig = ",".join(f"{k}={g(v)}" for k, v in sorted(lc.sigma.items()))
+        parts.append("sigma 1.5" + (f" ({sig})" if sig else ""))
+    if cfg.aux:
+        mix = (f"L_MB {lc.weighting} a/b/g {g(lc.alpha)}/{g(lc.beta)}/{g(lc.gamma)}" if lc.mixed else "L_AT")
+        ratios = ":".join(g(r) for r in cfg.ratios)
+        parts += [mix, f"atdp {ratios} decay {','.join(g(x) for x in cfg.decays)}"]
+    if cfg.scenario in (keys.SCENARIO_JOINT, keys.SCENARIO_NOVEL):
+        ft = cfg.finetune
+        parts.append(f"finetune lr {g(ft.lr)} {ft.epochs} ep steps {','.join(map(str, ft.milestones)) or '-'}")
+    parts += [selection, f"nme {e.protocol}"]
+    if m.backbone == "ocn":
+        parts.append(f"ocn {m.ocn_variant} head {m.ocn_head}")
+    else:
+        parts.append(f"pretrained {m.pretrained or 'NONE (random init)'}")
+    return " | ".join(parts)
 
 
 # -- dict <-> dataclass with key-path errors ----------------------------------------------------
