@@ -3,6 +3,7 @@
     atf-sweep sweeps/demo.yaml                 # local Ray, sqlite:///<cwd>/mlflow.db
     atf-sweep --dry-run sweeps/table_iii.yaml  # list the cells, run nothing
     atf-sweep --resume sweeps/demo.yaml        # continue after the driver was killed
+    atf-sweep sweeps/table_iv.yaml --profile smoke   # the same cells, shrunk, on SynthFace
     atf-sweep sweeps/table_iii.yaml --address ray://head:10001 --mlflow-uri http://head:5000
     atf-sweep submit sweeps/table_iii.yaml --address http://head:8265   # Ray Jobs API
 """
@@ -13,8 +14,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from atf.config import ConfigError
+from atf.config import ConfigError, protocol_summary
 from orchestration.sweepfile import Sweep, load_sweep, parse_set
 
 __all__ = ["main", "build_parser", "format_cells"]
@@ -29,15 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="store_true", help="run cells even when MLflow has them finished")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell, e.g. --set data.root=/data/real")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="apply sweeps/profiles/NAME.yaml after the sweep file, e.g. smoke (every cell, "
+                        "shrunk, on SynthFace)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--mlflow-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", default="atf", help="MLflow experiment name (default: atf)")
     p.add_argument("--storage", default=None,
                    help="Tune storage_path: local dir, shared mount or s3:// (default: <cwd>/ray_results)")
     p.add_argument("--max-failures", type=int, default=None, help="retries per trial (default: sweep file)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="epochs between trial checkpoints, what a retry resumes from (0 = none; default: 1)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu")
     p.add_argument("--max-concurrent", type=int, default=None, help="override max_concurrent")
@@ -56,7 +63,51 @@ def format_cells(sweep: Sweep) -> str:
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in cols) for r in rows]
+    lines += ["", "protocol per cell (docs/protocol.md):"]
+    lines += [f"{c.cell_id}  {protocol_summary(c.config)}" for c in sweep.cells()]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _preflight(sweep: Sweep, cwd: Path, uri: str, storage: str | None, generate: bool) -> bool:
+    """Preflight (orchestration.preflight): print every problem, one line each; make absent
+    SynthFace roots when `generate` (a dry run only says it would). True when the sweep may start."""
+    from orchestration.preflight import check, make_synth
+    report = check(sweep, cwd, uri, storage)
+    for note in report.notes:
+        print(f"atf-sweep: note: {note}", file=sys.stderr)
+    if report.problems:
+        print(f"atf-sweep: {sweep.path}: {len(report.problems)} problem(s) found before starting; "
+              "nothing ran:", file=sys.stderr)
+        for line in report.lines():
+            print(f"  {line}", file=sys.stderr)
+        return False
+    if report.generate and not generate:
+        for root, spec in report.generate.items():
+            print(f"SynthFace data {root} is absent: a run generates it first (scale {spec.scale:g}, "
+                  f"seed {spec.seed})")
+        return True
+    if report.generate:
+        for root, spec in report.generate.items():
+            make_synth(root, spec)
+        again = check(sweep, cwd, uri, storage)  # the files just made, through the same readers
+        if again.problems:
+            print(f"atf-sweep: {sweep.path}: problems after generating the data:", file=sys.stderr)
+            for line in again.lines():
+                print(f"  {line}", file=sys.stderr)
+            return False
+    return True
+
+
+def _after(sweep: Sweep, summary: Any, uri: str, experiment: str) -> None:
+    """Why each failed cell failed (one line each), and how to open the runs table."""
+    from orchestration.mlflow_log import TrackingStore, runs_url, ui_command
+    store = TrackingStore(uri, experiment)
+    reasons = store.failure_reasons(summary.failed_cells) if summary.failed_cells else {}
+    for cid in summary.failed_cells:
+        label = next((c.label for c in sweep.cells() if c.cell_id == cid), cid)
+        print(f"  failed: {label} ({cid}): {reasons.get(cid, 'no finished run (see the Tune logs)')}")
+    cmd = ui_command(uri)
+    print(f"MLflow runs: {runs_url(uri, store.experiment_id)}" + (f"   (serve it first: {cmd})" if cmd else ""))
 
 
 def _submit(argv: list[str]) -> int:
@@ -73,23 +124,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_dir:  # a submitted job: the sweep file is in the job's copy, data under base-dir
             args.file = args.file.resolve()
             os.chdir(args.base_dir)
-        sweep = load_sweep(args.file, parse_set(args.sets))
-        if args.dry_run:
+        sweep = load_sweep(args.file, parse_set(args.sets), args.profile)
+        cwd = Path.cwd().resolve()
+        from orchestration.mlflow_log import default_uri
+        uri = args.mlflow_uri or default_uri(cwd)
+        if args.dry_run:  # the cells, then the preflight's verdict
             n_search = sum(c.search.num_samples for c in sweep.cells() if c.search)
             print(f"sweep {sweep.name} ({args.file}): {len(sweep.cells())} cells"
                   + (f", {n_search} search samples" if n_search else ""))
-            print(format_cells(sweep))
-            return 0
+            print(format_cells(sweep), flush=True)
+            return 0 if _preflight(sweep, cwd, uri, args.storage, generate=False) else 2
+        if not _preflight(sweep, cwd, uri, args.storage, generate=True):
+            return 2
         from orchestration.runner import SweepOptions, run_sweep
         opts = SweepOptions(
             address=args.address or os.environ.get("RAY_ADDRESS") or None,
-            num_cpus=args.num_cpus, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+            num_cpus=args.num_cpus, mlflow_uri=uri, experiment=args.experiment,
             storage=args.storage, resume=args.resume, rerun=args.rerun,
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-            progress=not args.quiet, base_dir=args.base_dir)
+            progress=not args.quiet, base_dir=args.base_dir, checkpoint_every=args.checkpoint_every)
         summary = run_sweep(sweep, opts)
         print(summary.line())
+        _after(sweep, summary, uri, args.experiment)
         return 0 if summary.ok else 1
     except ConfigError as e:
         print(f"atf-sweep: error: {e}", file=sys.stderr)
