@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from atf import keys
-from orchestration.trainable import FINAL
+from orchestration.trainable import FAILED, FINAL
 
 __all__ = ["ProgressCallback", "format_line"]
 
@@ -60,6 +60,10 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
+        if (trial.last_result or {}).get(FAILED) == 1.0:  # a data/config error: failed, not retried
+            self.failed.add(trial.trial_id)
+            self._print()
+            return
         self.done.add(trial.trial_id)
         self._print()
 

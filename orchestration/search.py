@@ -5,6 +5,9 @@ split, carved from the target's training data; the final report of a trial
 carries the best epoch's value). Test metrics never reach the searcher. The
 chosen sample is the one with the lowest validation NME; its test metrics are
 what the tables report (`choose`).
+
+A search whose first samples all fail the same deterministic way (a data or config error, see
+orchestration.trainable) stops there (`SameFailureStop`) instead of burning the other samples.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import math
 from typing import Any
 
 from ray import tune
+from ray.tune.stopper import Stopper
 
 from atf import keys
 from orchestration.sweepfile import Param, Search
-from orchestration.trainable import FINAL
+from orchestration.trainable import ERROR, ERROR_KIND, FAILED, FINAL
 
-__all__ = ["domain", "search_space", "searcher", "choose"]
+__all__ = ["domain", "search_space", "searcher", "choose", "SameFailureStop"]
 
 
 def domain(p: Param) -> Any:
@@ -53,3 +57,38 @@ def choose(results: list[Any]) -> Any | None:
             if v < best_v:
                 best, best_v = r, v
     return best
+
+
+class SameFailureStop(Stopper):
+    """Stops the whole search once its first `first` finished samples all failed deterministically
+    with the same kind of error: the next samples would fail alike."""
+
+    def __init__(self, num_samples: int, first: int = 2) -> None:
+        self.first = max(1, min(first, num_samples))
+        self.outcomes: dict[str, str | None] = {}   # trial id -> error kind, None when it finished
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if trial_id not in self.outcomes:
+            if result.get(FAILED) == 1.0:
+                self.outcomes[trial_id] = str(result.get(ERROR_KIND, "error"))
+            elif result.get(FINAL) == 1.0:
+                self.outcomes[trial_id] = None
+        return False
+
+    def stop_all(self) -> bool:
+        head = list(self.outcomes.values())[:self.first]
+        return len(head) == self.first and None not in head and len(set(head)) == 1
+
+    def reason(self, results: list[Any]) -> str:
+        """One line for the tuned cell's run when no sample finished."""
+        errors = [str((r.metrics or {}).get(ERROR) or (r.error and str(r.error).strip().splitlines()[-1]) or "")
+                  for r in results]
+        errors = [e for e in errors if e]
+        first = errors[0] if errors else "no sample reported"
+        if self.stop_all():
+            return f"search stopped: its first {self.first} samples failed alike ({first})"
+        return f"no search sample finished ({len(errors)} failed): {first}"
+
+    def kind(self, results: list[Any]) -> str:
+        det = any((r.metrics or {}).get(FAILED) == 1.0 for r in results)
+        return keys.FAILURE_DETERMINISTIC if det else keys.FAILURE_CRASH

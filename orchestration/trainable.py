@@ -9,6 +9,12 @@ result bundle (config, CED curves, predictions, pruned model, result.json) as
 its checkpoint, so the driver can log artifacts even when the trial ran on
 another node.
 
+A data or config error (`atf.errors.is_deterministic`) fails the same way on every attempt, so
+the trial does not raise it (Tune would retry from the checkpoint): it reports one terminal result
+with FAILED and the one-line ERROR and returns; the driver marks the run failed
+(keys.FAILURE_DETERMINISTIC). Only crashes (a raised bug, a killed worker, a lost node, OOM) go
+through Tune's retries.
+
 Fault knob for tests and drills (real faults, not mocks): a payload "fault"
 {"mode": "raise"|"kill", "epoch": k, "marker": path} raises inside the trainer
 callback at epoch k (every attempt), or SIGKILLs the trial's own process at
@@ -34,11 +40,14 @@ from atf.config import RunConfig, from_dict, to_dict
 __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
     "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
-    "trainer", "scratch_dir",
+    "trainer", "scratch_dir", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
 ]
 
 FINAL = "atf/final"        # 1.0 on the last report of a trial (carries the test metrics)
 STEP = "atf/step"          # epoch counted across stages: the MLflow step
+FAILED = "atf/failed"      # 1.0 on the terminal result of a deterministic failure (not retried)
+ERROR = "atf/error"        # its one-line reason (a string)
+ERROR_KIND = "atf/error_kind"  # its exception class name
 _PACKED = "atf_files.json"
 
 
@@ -89,7 +98,8 @@ def final_metrics(result: Any) -> dict[str, float]:
 
 def pack_checkpoint(out_dir: Path, last: Path, dest: Path) -> None:
     """Copy last.pt (and best.pt beside it) into `dest`, remembering their places under out_dir."""
-    files = [last] + [p for p in (last.parent / "best.pt",) if p.is_file() and p != last]
+    from atf.checkpoint import previous_path
+    files = [last] + [p for p in (last.parent / "best.pt", previous_path(last)) if p.is_file() and p != last]
     rel = []
     for f in files:
         r = f.resolve().relative_to(out_dir.resolve()) if f.resolve().is_relative_to(out_dir.resolve()) \
@@ -149,44 +159,96 @@ def fire_fault(fault: dict[str, Any] | None, stage: int, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _threads(n: float) -> None:
-    import torch
-    torch.set_num_threads(max(1, int(n)))
+def failure_metrics(exc: BaseException) -> dict[str, Any]:
+    """The terminal result of a deterministic failure. VAL_NME is +inf because a searcher insists
+    on its metric in every result; Optuna then ranks the sample last instead of failing the study."""
+    from atf.errors import one_line
+    return {FAILED: 1.0, ERROR: one_line(exc), ERROR_KIND: type(exc).__name__, FINAL: 0.0,
+            keys.VAL_NME: float("inf")}
+
+
+def _threads(cfg: RunConfig, cpus: float) -> RunConfig:
+    """Torch, OpenCV and DataLoader workers sized to the CPUs Ray gave this trial (atf.threads);
+    `data.num_workers` is a ceiling (not part of the cell's identity, so the cell id is unchanged)."""
+    import dataclasses
+
+    from atf.threads import configure_threads
+    plan = configure_threads(cpus, cfg.data.num_workers)
+    if plan.loader_workers == cfg.data.num_workers:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=plan.loader_workers))
 
 
 def cell_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: config = {"cell": payload, "search": sampled values (optional)}."""
     from ray import tune
 
+    from atf.errors import is_deterministic
+
     payload = config["cell"]
-    cfg = build_config(payload, config.get("search"))
-    _threads(payload.get("threads", 1))
+    try:
+        cfg = build_config(payload, config.get("search"))
+    except Exception as e:  # noqa: BLE001 - deterministic ones are reported, the rest re-raised
+        if not is_deterministic(e):
+            raise
+        tune.report(failure_metrics(e))
+        return
+    cfg = _threads(cfg, payload.get("threads", 1))
     out_dir = scratch_dir(tune.get_context().get_experiment_name(), tune.get_context().get_trial_id())
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if (Path(d) / _PACKED).is_file():
-                resume = unpack_checkpoint(Path(d), out_dir)
+                resume = usable_resume(unpack_checkpoint(Path(d), out_dir), checkpoint.path)
             elif (Path(d) / "result.json").is_file():  # restored after it had finished: report, do not retrain
                 done = json.loads((Path(d) / "result.json").read_text())
                 tune.report({**done["metrics"], FINAL: 1.0}, checkpoint=checkpoint)
                 return
 
+    every = int(payload.get("checkpoint_every", 1))  # 0: none (a retried trial starts over)
+
     def on_epoch(report: Any) -> None:
         fire_fault(payload.get("fault"), report.stage, report.epoch)
+        if every <= 0 or report.epoch % every:
+            tune.report(epoch_metrics(cfg, report.stage, report.epoch, report.metrics))
+            return
         with tempfile.TemporaryDirectory(prefix="atf-ckpt-") as tmp:
             pack_checkpoint(out_dir, Path(report.checkpoint), Path(tmp))
             tune.report(epoch_metrics(cfg, report.stage, report.epoch, report.metrics),
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    result = trainer()(cfg, out_dir, on_epoch=on_epoch, resume=resume)
+    try:
+        result = trainer()(cfg, out_dir, on_epoch=on_epoch, resume=resume)
+    except Exception as e:  # noqa: BLE001 - deterministic ones are reported, the rest re-raised (retried)
+        if not is_deterministic(e):
+            raise
+        tune.report(failure_metrics(e))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
     with tempfile.TemporaryDirectory(prefix="atf-result-") as tmp:
         write_bundle(result, out_dir, Path(tmp))
         tune.report(final_metrics(result), checkpoint=tune.Checkpoint.from_directory(tmp))
     shutil.rmtree(out_dir, ignore_errors=True)  # everything worth keeping went out through Tune
     with contextlib.suppress(OSError):
         out_dir.parent.rmdir()  # the experiment's scratch folder, once its last trial is done
+
+
+def usable_resume(last: Path, origin: str) -> Path | None:
+    """`last` (or its previous copy when damaged) to resume from; None, so the cell restarts from
+    epoch 1, when neither loads. Messages name `origin` (the checkpoint in Tune's storage), not the
+    scratch copy, and go to the trial's log."""
+    import sys
+
+    from atf.checkpoint import CheckpointError, load_resumable
+    try:
+        _, used, note = load_resumable(last, origin=origin)
+    except CheckpointError as e:
+        print(f"atf: {e}: the cell restarts from epoch 1", file=sys.stderr, flush=True)
+        return None
+    if note:
+        print(f"atf: {note}", file=sys.stderr, flush=True)
+    return used
 
 
 def scratch_dir(experiment: str, trial_id: str) -> Path:

@@ -8,6 +8,7 @@ values beside dashes and says which sweep cell would fill each dash.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,17 +18,20 @@ from .collect import METRIC_COLUMNS, RUN_COLUMNS, RunFilter, Runs, StoreError, c
 from .compute import NO_RUN, TableResult, compute_table
 from .figures import ArtifactCache, ced_figures, comparison_figure
 from .layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
-from .render import missing_groups, render_index, render_latex, render_markdown
+from .render import missing_groups, render_index, render_latex, render_markdown, render_report_tex
 from .sweeps import SweepIndex
 
 __all__ = ["main", "build_report"]
 
 FORMATS = ("md", "tex")
+REPORT_TEX = "report.tex"          # \\input{}s every table_<ID>.tex: `pdflatex report.tex` in --out
+DEFAULT_UI_URL = "http://127.0.0.1:5000"   # what `mlflow ui` serves
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atf-report", description=__doc__.splitlines()[0])
-    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
+                   help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
     p.add_argument("--tables", default=",".join(TABLE_IDS), help="comma-separated, e.g. IV,VII")
     p.add_argument("--format", default="md,tex", help="comma-separated of: md, tex")
@@ -37,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweeps-dir", type=Path, default=Path("sweeps"),
                    help="sweep files consulted to say which cell fills a missing value")
     p.add_argument("--no-figures", action="store_true", help="skip CED curves and the Fig. 5 picture")
+    p.add_argument("--mlflow-ui-url", default=None, metavar="URL",
+                   help="MLflow UI that each of our cells links to (default: the tracking server for an "
+                        f"http(s) --mlflow-uri, else {DEFAULT_UI_URL}, what `mlflow ui` serves; '' = no links)")
     return p
 
 
@@ -82,12 +89,21 @@ def _read_runs(uri: str, run_filter: RunFilter) -> tuple[Runs, list[str], int]:
     return runs, [], 0
 
 
+def ui_url_for(uri: str, ui_url: str | None) -> str:
+    """The MLflow UI address our cells link to: the given one, the tracking server itself, or what
+    `mlflow ui` serves by default; "" turns links off."""
+    if ui_url is not None:
+        return ui_url
+    return uri if uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
+
+
 def _write_table(result: TableResult, out: Path, formats: list[str], sweeps: SweepIndex,
-                 figs: list[str]) -> list[str]:
+                 figs: list[str], ui_url: str = "") -> list[str]:
     """The table's files in the chosen formats; returns their names relative to `out`."""
     tid, written = result.table.id, []
     if "md" in formats:
-        (out / f"table_{tid}.md").write_text(render_markdown(result, missing_groups(result, sweeps), figs))
+        (out / f"table_{tid}.md").write_text(render_markdown(result, missing_groups(result, sweeps), figs,
+                                                             ui_url or None))
         written.append(f"table_{tid}.md")
     if "tex" in formats:
         (out / f"table_{tid}.tex").write_text(render_latex(result))
@@ -96,14 +112,15 @@ def _write_table(result: TableResult, out: Path, formats: list[str], sweeps: Swe
 
 
 def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run_filter: RunFilter,
-                 sweeps_dir: Path, figures: bool = True) -> tuple[list[str], int]:
+                 sweeps_dir: Path, figures: bool = True, ui_url: str | None = None) -> tuple[list[str], int]:
     """Write the report; returns (notes for the user, exit status)."""
     runs, notes, status = _read_runs(uri, run_filter)
     out.mkdir(parents=True, exist_ok=True)
     sweeps = SweepIndex.from_dir(sweeps_dir, run_filter.sweep)
     layouts = load_tables()
     results, files, all_figs, fig5_why = [], {}, [], []
-    cache = ArtifactCache(uri) if figures and not runs.empty else None
+    cache = (ArtifactCache(uri, dict(zip(runs.runs["run_id"], runs.runs["artifact_uri"])))
+             if figures and not runs.empty else None)
     try:
         for tid in tables:
             result = compute_table(layouts[tid], runs)
@@ -118,7 +135,7 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
                 all_figs += figs
                 notes += more
                 fig5_why += [why] if why else []
-            files[tid] = _write_table(result, out, formats, sweeps, figs)
+            files[tid] = _write_table(result, out, formats, sweeps, figs, ui_url_for(uri, ui_url))
     finally:
         if cache is not None:
             cache.close()
@@ -127,6 +144,9 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
         specific = [w for w in fig5_why if w.startswith("Fig. 5")]
         notes.append((specific or fig5_why or ["Fig. 5 skipped"])[0])
     notes += sweeps.problems
+    if "tex" in formats:
+        (out / REPORT_TEX).write_text(render_report_tex([(r.table.id, f"table_{r.table.id}") for r in results], uri))
+        files["report"] = [REPORT_TEX]
     (out / "index.md").write_text(render_index(results, files, notes, uri, all_figs, _filters_text(run_filter)))
     return notes, status
 
@@ -141,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atf-report: {exc}", file=sys.stderr)
         return 2
     notes, status = build_report(args.mlflow_uri, args.out, tables, formats, run_filter,
-                                 args.sweeps_dir, figures=not args.no_figures)
+                                 args.sweeps_dir, figures=not args.no_figures, ui_url=args.mlflow_ui_url)
     for note in notes:
         print(f"atf-report: {note}", file=sys.stderr)
     print(f"atf-report: wrote {len(tables)} table(s) to {args.out}/index.md")
