@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from atf import keys
-from atf.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from atf.checkpoint import load_checkpoint, load_resumable, rng_state, save_checkpoint, set_rng_state
 from atf.config import ConfigError, RunConfig, from_dict, to_dict
 from atf.evaluate import evaluate_head, report_tests
 from atf.losses import LossWeights, mixed_branch_terms
 from atf.models import build_model
+from atf.models.pretrained import check_pretrained, load_pretrained
 from atf.rundata import RunData
 from atf.sampler import AtdpSampler
 from atf.schemes import similar_pairs
@@ -118,15 +119,18 @@ class _Run:
         self.on_epoch = on_epoch
         self.device = pick_device(cfg.device)
         self.ckpt_dir = self.out / "checkpoints"
+        check_pretrained(cfg.model.backbone, cfg.model.pretrained)   # before any data is read
         self.data = RunData(cfg)
         self.kind = cfg.loss_kind
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, {d: self.data.num_points(d) for d in cfg.datasets},
-                                 cfg.input_size, cfg.heatmap_size).to(self.device)
+                                 cfg.input_size, cfg.heatmap_size)
+        pretrained = load_pretrained(self.model.trunk, cfg.model.pretrained) if cfg.model.pretrained else None
+        self.model.to(self.device)
         for name in cfg.datasets:
             self._init_head(name)
         self.seconds: dict[str, float] = {}
-        self.notes: list[str] = list(self.data.notes)
+        self.notes: list[str] = list(self.data.notes) + ([pretrained.note()] if pretrained else [])
         self.best: dict[str, dict] = {}     # head -> {"nme", "epoch", "state"}; "main" best lives in best.pt
         self.best_epoch = 0
         lc = cfg.loss
@@ -288,7 +292,11 @@ class _Run:
         stages = plan_stages(self.cfg)
         start_stage, start_epoch, state = 0, 0, None
         if resume is not None:
-            state = load_checkpoint(resume)
+            state, used, damaged = load_resumable(resume)  # a damaged last.pt falls back to last.prev.pt
+            if damaged:
+                log.warning(damaged)
+                self.notes.append(damaged)
+            resume = used
             self._restore(state)
             start_stage, start_epoch = state["stage"], state["epoch"]
             if start_epoch >= stages[start_stage].epochs:   # the stage had finished
@@ -337,14 +345,15 @@ class _Run:
             seconds = time.perf_counter() - t0
             self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
             metrics = {keys.STAGE: float(si), keys.EPOCH: float(epoch + 1), keys.TRAIN_LOSS: train_loss,
-                       keys.LR: opt.param_groups[0]["lr"], keys.EPOCH_TIME: seconds}
+                       keys.LR: opt.param_groups[-1]["lr"], keys.EPOCH_TIME: seconds}
             for head, v in nmes.items():
                 metrics[keys.val_metric(head)] = v
             if nmes:
                 metrics[keys.VAL_NME] = float(np.mean(list(nmes.values())))
             if stage.select[0] in losses and np.isfinite(losses[stage.select[0]]):
                 metrics[keys.VAL_LOSS] = losses[stage.select[0]]
-            last = save_checkpoint(self._state(si, epoch + 1, opt, sched, sampler), self.ckpt_dir / "last.pt")
+            last = save_checkpoint(self._state(si, epoch + 1, opt, sched, sampler), self.ckpt_dir / "last.pt",
+                                   keep_previous=True)
             _log_epoch(stage, epoch, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(EpochReport(si, epoch + 1, metrics, last, is_best))

@@ -55,7 +55,8 @@ def test_same_seed_same_numbers(synth_root, tmp_path):
 
 
 def test_resume_matches_uninterrupted(synth_root, tmp_path):
-    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"optim.epochs": 3})
+    # running loss weights: their state is in the checkpoint too
+    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"optim.epochs": 3, "loss.weighting": "running"})
     full = train(cfg, tmp_path / "full")
 
     class Stop(Exception):
@@ -139,3 +140,94 @@ def test_heatmap_backbone_end_to_end(synth_root, tmp_path):
     res = train(cfg, tmp_path / "hr")
     assert np.isfinite(res.metrics[keys.test_metric("wflw", "full", keys.NME)])
     assert res.exported_model is not None and res.exported_model.is_file()
+
+
+# -- the paper protocol's switches (issue 9) -----------------------------------------------------
+
+def _train_rows(root, name: str) -> int:
+    from atf import datasets
+    return len(datasets.load_split(name, "train", root=str(root)).images)
+
+
+def test_validation_only_from_the_target(synth_root):
+    from atf.rundata import RunData
+    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"data.max_train": 0, "data.val_fraction": 0.25})
+    data = RunData(cfg)
+    full_aux, full_target = _train_rows(synth_root, "aflw"), _train_rows(synth_root, "wflw")
+    assert data.train_size("aflw") == full_aux and data.val_size("aflw") == 0  # auxiliary: every image
+    assert data.val_size("wflw") == round(0.25 * full_target)
+    assert data.train_size("wflw") + data.val_size("wflw") == full_target
+
+
+def test_joint_heads_are_selected_on_their_own_split(synth_root):
+    from atf.rundata import RunData
+    cfg = tiny(synth_root, scenario="joint", aux=["cofw"], **{"data.max_train": 0, "data.val_fraction": 0.25})
+    data = RunData(cfg)
+    assert cfg.selected_heads == ("wflw", "cofw")
+    assert data.val_size("cofw") == round(0.25 * _train_rows(synth_root, "cofw"))
+
+
+def test_zero_validation_share_only_with_test_selection(synth_root):
+    from atf.config import ConfigError
+    from atf.rundata import RunData
+    with pytest.raises(ConfigError, match="data.val_fraction: 0 leaves no validation split"):
+        tiny(synth_root, **{"data.val_fraction": 0.0})
+    cfg = tiny(synth_root, **{"data.val_fraction": 0.0, "eval.selection": "test", "data.max_train": 0})
+    data = RunData(cfg)
+    assert data.val_size("wflw") == 0 and data.train_size("wflw") == _train_rows(synth_root, "wflw")
+
+
+def test_running_weights_change_training_and_are_deterministic(synth_root, tmp_path):
+    run = {"optim.epochs": 1, "loss.weighting": "running", "loss.alpha": 0.2, "loss.beta": 0.5, "loss.gamma": 0.1}
+    fixed = {**run, "loss.weighting": "fixed"}
+    a = train(tiny(synth_root, scenario="atf", aux=["aflw"], **run), tmp_path / "a")
+    b = train(tiny(synth_root, scenario="atf", aux=["aflw"], **run), tmp_path / "b")
+    c = train(tiny(synth_root, scenario="atf", aux=["aflw"], **fixed), tmp_path / "c")
+    k = keys.test_metric("wflw", "full", keys.NME)
+    assert a.metrics[k] == b.metrics[k]
+    assert a.metrics[k] != c.metrics[k]
+
+
+def test_trunk_lr_is_its_own_param_group(synth_root, tmp_path):
+    from atf.train import _Run, plan_stages
+    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"optim.lr": 2e-4, "optim.trunk_lr": 1.5e-4})
+    r = _Run(cfg, tmp_path / "r", None)
+    opt = r._optimizer(plan_stages(cfg)[0])
+    assert [g["lr"] for g in opt.param_groups] == [1.5e-4, 2e-4]
+    head_params = {id(p) for p in r.model.heads.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == head_params
+
+
+def test_finetune_follows_its_own_schedule(synth_root, tmp_path):
+    reports = []
+    cfg = tiny(synth_root, scenario="joint", aux=["cofw"],
+               **{"finetune.epochs": 2, "finetune.lr": 2e-4, "finetune.milestones": [1], "optim.epochs": 1})
+    train(cfg, tmp_path / "j", on_epoch=reports.append)
+    lrs = [r.metrics[keys.LR] for r in reports if r.stage == 1]
+    assert lrs == pytest.approx([2e-5, 2e-5])  # lr x0.1 after fine-tuning epoch 1, as MultiStepLR reports it
+
+
+def test_epoch_passes_lengthen_the_epoch(synth_root, tmp_path):
+    from atf.train import _Run, plan_stages
+    one = _Run(tiny(synth_root), tmp_path / "a", None)._sampler(plan_stages(tiny(synth_root))[0])
+    cfg = tiny(synth_root, **{"optim.epoch_passes": 3})
+    three = _Run(cfg, tmp_path / "b", None)._sampler(plan_stages(cfg)[0])
+    assert len(three.plan()) == 3 * len(one.plan())
+
+
+def test_plain_auxiliaries_are_not_augmented(synth_root):
+    from atf.rundata import RunData
+    cfg = tiny(synth_root, scenario="atf", aux=["aflw"], **{"augment.auxiliary": False})
+    data = RunData(cfg)
+    loader = data.train_loader(("wflw", "aflw"), [(0, np.arange(2)), (1, np.arange(2))], epoch=0, plain=cfg.aux)
+    target_set, aux_set = loader.dataset.sets
+    assert target_set.augment is not None and aux_set.augment is None
+
+
+def test_both_nme_protocols_are_reported(synth_root, tmp_path):
+    res = train(tiny(synth_root, **{"optim.epochs": 1, "eval.protocol": "both"}), tmp_path / "p")
+    bench = res.metrics[keys.test_metric("wflw", "full", keys.NME)]
+    ocn = res.metrics[keys.test_metric("wflw", "full", keys.NME, keys.PROTOCOL_OCN)]
+    assert np.isfinite(ocn) and ocn != bench   # a different crop and different units
+    assert any("test_ocn/" in n for n in res.notes)
+    assert keys.test_metric("aflw", "full", keys.NME, keys.PROTOCOL_OCN) not in res.metrics
