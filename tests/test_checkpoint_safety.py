@@ -1,0 +1,109 @@
+"""Checkpoints from shared storage: no code runs on load; a damaged last.pt falls back to the one before."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atf.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_resumable,
+    previous_path,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from atf.config import RunConfig, override, to_dict
+
+TINY = {"data.max_train": 16, "data.max_test": 8, "optim.epochs": 2, "optim.batch_size": 8,
+        "model.width_mult": 0.25, "model.input_size": 48}
+
+
+class _Payload:
+    """Pickles as a call of os.system: what a crafted checkpoint on shared storage would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _state(epoch: int) -> dict:
+    return {"model": {"w": torch.full((2,), float(epoch))}, "run_config": to_dict(RunConfig()),
+            "epoch": epoch, "rng": rng_state()}
+
+
+def test_crafted_pickle_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "last.pt"
+    torch.save({"model": {}, "run_config": {}, "x": _Payload(marker)}, bad)
+    with pytest.raises(CheckpointError, match=r"last\.pt: refused"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    # the same through atf-eval, the command that takes a checkpoint path from the user
+    out = subprocess.run([sys.executable, "-m", "atf.cli.eval", str(bad)], capture_output=True, text=True,
+                         timeout=120)
+    assert not marker.exists()
+    assert out.returncode != 0 and "refused" in out.stderr
+
+
+def test_rng_state_round_trips_and_loads_weights_only(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint(_state(1), tmp_path / "a.pt")
+    expect = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "a.pt") == []
+    set_rng_state(load_checkpoint(tmp_path / "a.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expect
+
+
+def test_previous_checkpoint_is_kept_and_used(tmp_path):
+    last = tmp_path / "checkpoints" / "last.pt"
+    for epoch in (1, 2, 3):
+        save_checkpoint(_state(epoch), last, keep_previous=True)
+    assert load_checkpoint(previous_path(last))["epoch"] == 2
+    state, used, note = load_resumable(last)
+    assert (state["epoch"], used, note) == (3, last, "")
+    last.write_bytes(last.read_bytes()[:100])  # damaged after it was written (disk, copy, sync)
+    state, used, note = load_resumable(last, origin="/shared/ray_results/exp/checkpoint_000002")
+    assert state["epoch"] == 2 and used == previous_path(last)
+    assert str(last) in note and "/shared/ray_results/exp/checkpoint_000002" in note and "last.prev.pt" in note
+    previous_path(last).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"last\.pt.*last\.prev\.pt"):
+        load_resumable(last)
+
+
+def test_sweep_trial_restarts_when_no_checkpoint_loads(tmp_path, capsys):
+    from orchestration.trainable import usable_resume
+    last = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(_state(1), last, keep_previous=True)
+    save_checkpoint(_state(2), last, keep_previous=True)
+    last.write_bytes(b"not a checkpoint")
+    assert usable_resume(last, "/storage/exp/trial/checkpoint_000001") == previous_path(last)
+    previous_path(last).write_bytes(b"")
+    assert usable_resume(last, "/storage/exp/trial/checkpoint_000001") is None
+    err = capsys.readouterr().err
+    assert "/storage/exp/trial/checkpoint_000001" in err and "restarts from epoch 1" in err
+
+
+def test_train_resumes_past_a_damaged_last_checkpoint(synth_root, tmp_path):
+    from atf.train import train
+    cfg = override(RunConfig(), {**TINY, "data.root": str(synth_root)})
+    out = tmp_path / "run"
+    full = train(cfg, out)
+    last = out / "checkpoints" / "last.pt"
+    assert load_checkpoint(previous_path(last))["epoch"] == 1
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    again = train(cfg, out, resume=last)
+    assert any("damaged" in n and str(last) in n for n in again.notes)
+    assert any("resumed from" in n and "last.prev.pt" in n for n in again.notes)
+    k = next(k for k in full.metrics if k.startswith("test/"))
+    assert again.metrics[k] == pytest.approx(full.metrics[k])  # epoch 2 retrained from epoch 1: same result
