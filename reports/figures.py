@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import matplotlib
 
@@ -27,14 +29,19 @@ __all__ = ["ArtifactCache", "ced_figures", "comparison_figure"]
 
 
 class ArtifactCache:
-    """Downloads each (run, artifact folder) once into a temporary folder (removed on close).
+    """Each (run, artifact folder) fetched once, many at a time, with no run lookups.
 
-    Whole folders (ced/, predictions/), because one transfer per folder is far cheaper over
-    HTTP than one per file, and a CED figure needs every subset's file anyway."""
+    The report already knows every run's artifact URI (reports.collect), so nothing asks the
+    store again: a local artifact store (file:// or a path) is read in place, no copy; a remote
+    one is downloaded a whole folder at a time (ced/, predictions/: one transfer instead of one
+    per file), in parallel threads (`prefetch`), into a temporary folder removed on close.
+    A run whose URI is unknown falls back to MLflow's lookup by run id."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, artifact_uris: dict[str, str] | None = None, workers: int = 8):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.uri = uri
+        self.artifact_uris = dict(artifact_uris or {})
+        self.workers = workers
         self._tmp = tempfile.TemporaryDirectory(prefix="atf-report-")
         self.dir = Path(self._tmp.name)
         self.folders: dict[tuple[str, str], Path | None] = {}
@@ -42,16 +49,35 @@ class ArtifactCache:
     def close(self) -> None:
         self._tmp.cleanup()
 
+    def _fetch(self, run_id: str, folder: str) -> Path | None:
+        base = self.artifact_uris.get(run_id, "")
+        if base.startswith("file:") or (base and "://" not in base):
+            local = Path(unquote(urlparse(base).path) if base.startswith("file:") else base) / folder
+            return local if local.is_dir() else None
+        from mlflow.artifacts import download_artifacts
+        dst = self.dir / run_id
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            if base:
+                return Path(download_artifacts(artifact_uri=f"{base.rstrip('/')}/{folder}", dst_path=str(dst),
+                                               tracking_uri=self.uri))
+            return Path(download_artifacts(run_id=run_id, artifact_path=folder, tracking_uri=self.uri,
+                                           dst_path=str(dst)))
+        except Exception:  # no such folder: the figure leaves the run out and says so
+            return None
+
+    def prefetch(self, run_ids: list[str], folder: str) -> None:
+        """Fetch `folder` of every run not fetched yet, `workers` at a time."""
+        todo = [r for r in dict.fromkeys(run_ids) if (r, folder) not in self.folders]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max(1, min(self.workers, len(todo)))) as pool:
+            for run_id, path in zip(todo, pool.map(lambda r: self._fetch(r, folder), todo)):
+                self.folders[run_id, folder] = path
+
     def _folder(self, run_id: str, folder: str) -> Path | None:
         if (run_id, folder) not in self.folders:
-            from mlflow.artifacts import download_artifacts
-            dst = self.dir / run_id
-            dst.mkdir(parents=True, exist_ok=True)
-            try:
-                self.folders[run_id, folder] = Path(download_artifacts(
-                    run_id=run_id, artifact_path=folder, tracking_uri=self.uri, dst_path=str(dst)))
-            except Exception:  # no such folder: the figure leaves the run out and says so
-                self.folders[run_id, folder] = None
+            self.folders[run_id, folder] = self._fetch(run_id, folder)
         return self.folders[run_id, folder]
 
     def get(self, run_id: str, path: str) -> Path | None:
@@ -88,6 +114,7 @@ def ced_figures(result: TableResult, cache: ArtifactCache, out_dir: Path) -> tup
     by_set: dict[tuple[str, str], list[CellResult]] = {}
     for cell in first:
         by_set.setdefault((cell.column.dataset, cell.column.subset), []).append(cell)
+    cache.prefetch([r for c in first for r in c.ours.run_ids], keys.ARTIFACT_CED_DIR)
     for (dataset, subset), cells in by_set.items():
         several = len({c.column.key for c in cells}) > 1
         fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)

@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     resume = None
     if a.resume is not None:
         resume = out / "checkpoints" / "last.pt" if a.resume == "last" else Path(a.resume)
+    import dataclasses
+
+    from atf.threads import available_cpus, configure_threads, passive_wait
+    passive_wait()  # before torch loads: idle OpenMP threads sleep, so other jobs slow us gracefully
+    plan = configure_threads(available_cpus(), cfg.data.num_workers)  # the machine, no oversubscription
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=plan.loader_workers))
     from atf.train import train  # after argument checks: importing torch takes a moment
     try:
         result = train(cfg, out, resume=resume)
