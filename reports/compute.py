@@ -69,6 +69,7 @@ class TableResult:
     run_ids: tuple[str, ...]
     comparisons: list[Comparison] = field(default_factory=list)
     backbone: str = ""                               # one-backbone tables: the backbone shown
+    experiments: dict[str, str] = field(default_factory=dict)   # run id -> MLflow experiment id (links)
 
     def cell(self, section: int, row: str, column: str) -> CellResult:
         return self.cells[(section, row, column)]
@@ -201,9 +202,11 @@ def _compute(table: Table, runs: Runs, backbone: str) -> TableResult:
     for index, section in enumerate(table.sections):
         cells.update(_section_cells(table, index, section, runs, used, backbone))
     picked = runs.runs[runs.runs["run_id"].isin(used)]
+    experiments = dict(zip(picked["run_id"], picked["experiment_id"].astype(str))) \
+        if "experiment_id" in picked else {}
     return TableResult(table, cells, tuple(sorted(set(picked[keys.TAG_DATA]))),
                        tuple(sorted(set(picked[keys.TAG_SELECTION]))), tuple(sorted(used)),
-                       _comparisons(table, cells), backbone)
+                       _comparisons(table, cells), backbone, experiments)
 
 
 def compute_table(table: Table, runs: Runs) -> TableResult:

@@ -114,7 +114,8 @@ def test_atf_report_renders_from_the_server(server, tmp_path):
                            "--tables", "I,IV"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     iv = (out / "table_IV.md").read_text()
-    assert "3.55 ±0.01 (3.55) Δ+8.3%*" in iv
+    assert f"| ATF<sub>3W</sub> | [3.55 ± 0.01]({url}/#/compare-runs?runs=" in iv   # linked to the server
+    assert "| &emsp;*Δ vs baseline (%)* | +8.3* |" in iv
     assert (out / "figures" / "fig5_I_wflw_full.png").is_file()   # predictions fetched over HTTP
     assert url in (out / "index.md").read_text()
 
@@ -126,4 +127,4 @@ def test_unreachable_server_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "unreachable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "(1.57)" in (tmp_path / "r" / "table_VI.md").read_text()
+    assert "| &emsp;*paper* | 1.57 | 1.99 |" in (tmp_path / "r" / "table_VI.md").read_text()

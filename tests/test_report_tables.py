@@ -20,7 +20,17 @@ from reports.collect import DATA_ROOT_PARAM, METRIC_COLUMNS, RUN_COLUMNS, Runs, 
 from reports.compute import Stat, compute_table, exceeds_spread, match_runs, relative_change
 from reports.figures import ArtifactCache, comparison_figure
 from reports.layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
-from reports.render import DASH, data_statement, missing_groups, render_latex, render_markdown
+from reports.render import (
+    DASH,
+    DELTA_LABEL,
+    PAPER_LABEL,
+    data_statement,
+    display,
+    missing_groups,
+    render_latex,
+    render_markdown,
+    run_url,
+)
 from reports.sweeps import SweepIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,14 +164,35 @@ def test_one_backbone_table_falls_back_and_says_so(store):
     ocn_runs = Runs(runs.uri, runs.runs[runs.runs[keys.TAG_BACKBONE] == "ocn"], runs.metrics)
     r = compute_table(load_tables()["X"], ocn_runs)
     assert r.backbone == "ocn" and r.cell(0, "baseline", "3W").ours is not None
-    assert "Backbone: ocn (the paper's table uses hrnet_w18)" in render_markdown(r, [], [])
+    md = render_markdown(r, [], [])
+    assert "Backbone: ocn (the paper's table uses hrnet_w18)" in md
+    assert md.startswith("# Table X: 𝓛<sub>AT</sub> vs 𝓛<sub>MB</sub> for six dataset pairs "
+                         "(OCN runs; the paper: HRNet-W18): NME")
+    assert "(HRNet-W18)" in render_markdown(only_hrnet, [], []).splitlines()[0]
 
 
 # -- rendering -------------------------------------------------------------------------------------
 
 def _md_table(md: str) -> list[list[str]]:
     rows = [line for line in md.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in rows if not line.startswith("|---")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows if not line.startswith("|:--")]
+
+
+def _label(cell: str) -> str:
+    return re.sub(r"<sub>(.*?)</sub>", r"_{\1}", cell).removesuffix(" *(published)*")
+
+
+def _kind(row: list[str]) -> str:
+    if row[0].startswith("**"):
+        return "header"
+    return {f"&emsp;*{PAPER_LABEL}*": "paper", f"&emsp;*{DELTA_LABEL}*": "delta"}.get(row[0], "method")
+
+
+def _after(grid: list[list[str]], header: str, label: str, kind: str = "method") -> list[str]:
+    """The row `label` (or its paper/delta line) inside the block under the bold `header` row."""
+    start = next(i for i, row in enumerate(grid) if row[0] == f"**{header}**")
+    i = next(i for i in range(start, len(grid)) if grid[i][0] == label)
+    return grid[i] if kind == "method" else next(r for r in grid[i + 1:] if _kind(r) == kind)
 
 
 @pytest.mark.parametrize("tid", TABLE_IDS)
@@ -169,15 +200,19 @@ def test_markdown_structure_is_the_papers(tid):
     columns, sections = EXPECTED[tid]
     t = load_tables()[tid]
     grid = _md_table(render_markdown(compute_table(t, _empty()), [], []))
-    lead = len(grid[0]) - len(columns)
-    assert grid[0][lead:] == columns
-    labels = [re.sub(r"<sub>(.*?)</sub>", r"_{\1}", row[lead - 1]).removesuffix(" (published)")
-              for row in grid[1:]]
-    assert labels == [label for _, rows in sections for label in rows]
+    assert grid[0] == ["Method"] + [display(c) for c in columns]
+    methods = [_label(row[0]) for row in grid[1:] if _kind(row) == "method"]
+    assert methods == [display(label) for _, rows in sections for label in rows]
     assert all(len(row) == len(grid[0]) for row in grid)
-    # no runs: every cell of ours is a dash, paper values in parentheses
-    paper_cells = [c for row in grid[1:] for c in row[lead:]]
-    assert all(c.startswith((DASH, "(")) for c in paper_cells)
+    # no runs: every value of ours is a dash; the paper's values sit in rows labelled paper
+    for row in grid[1:]:
+        if _kind(row) == "method" and not row[0].endswith("*(published)*"):
+            assert set(row[1:]) == {DASH}, row
+        if _kind(row) == "paper" or row[0].endswith("*(published)*"):
+            assert all(re.fullmatch(r"\d+\.\d+", c) or c == DASH for c in row[1:]), row
+        assert _kind(row) != "delta"        # no runs, no change to show
+    assert sum(_kind(row) == "paper" for row in grid) >= 2
+    assert "(published)" in "".join(r[0] for r in grid) or tid not in ("I", "II")
 
 
 def test_markdown_values_marks_and_missing(store):
@@ -185,14 +220,21 @@ def test_markdown_values_marks_and_missing(store):
     t = load_tables()["IV"]
     r = compute_table(t, runs)
     sweeps = SweepIndex.from_dir(REPO / "sweeps")
-    md = render_markdown(r, missing_groups(r, sweeps), [])
+    ui = "http://ui.example:5000"
+    md = render_markdown(r, missing_groups(r, sweeps), [], ui)
     grid = _md_table(md)
-    ocn_base = next(row for row in grid if row[1] == "baseline" and row[0] == "OCN")
-    assert ocn_base[2] == "3.87 ±0.04 (3.87)"
-    atf = next(row for row in grid if row[1] == "ATF<sub>3W</sub>")
-    assert atf[2] == "3.55 ±0.01 (3.55) Δ+8.3%*"
-    hr = next(row for row in grid if row[0] == "HRNET")
-    assert hr[2].startswith("**3.30**")
+    base = r.cell(0, "OCN_baseline", "full").ours
+    both = run_url(ui, base.run_ids, r.experiments)
+    assert both.startswith(f"{ui}/#/compare-runs?runs=%5B%22") and all(i in both for i in base.run_ids)
+    assert _after(grid, "OCN", "baseline")[1] == f"[3.87 ± 0.04]({both})"
+    assert _after(grid, "OCN", "baseline", "paper")[1] == "3.87"
+    assert _after(grid, "OCN", "ATF<sub>3W</sub>")[1].startswith("[3.55 ± 0.01](")
+    assert _after(grid, "OCN", "ATF<sub>3W</sub>", "delta")[1:] == ["+8.3*", "+8.0*", "+9.1*", "+8.2*"]
+    assert _after(grid, "OCN", "ATF<sub>3W</sub>", "paper")[1:] == ["3.55", "3.12", "5.32", "4.15"]
+    (hr_id,) = r.cell(0, "HRNET_baseline", "full").ours.run_ids
+    exp = r.experiments[hr_id]
+    assert _after(grid, "HRNet-W18", "baseline")[1] == f"**[3.30]({ui}/#/experiments/{exp}/runs/{hr_id})**"
+    assert "[" not in render_markdown(r, [], [])           # no UI address: no links
     assert "SYNTHETIC benchmark synthetic(scale=0.02,seed=0)" in md and "NOT a reproduction" in md
     missing = md.split("## Missing cells")[1]
     assert "OCN ATF<sub>3A</sub> [nme; full, com., cha., test]" in missing
@@ -201,30 +243,49 @@ def test_markdown_values_marks_and_missing(store):
         pytest.skip("no sweep files in this checkout")
     if sweeps.problems or "sweeps/table_iv.yaml cell" not in missing:
         pytest.skip(f"orchestration.sweepfile not usable here: {sweeps.problems}")
-    assert re.search(r"HRNET ATF<sub>3W</sub> .*table_iv\.yaml cell [0-9a-f]{12}", missing)
+    assert re.search(r"HRNet-W18 ATF<sub>3W</sub> .*table_iv\.yaml cell [0-9a-f]{12}", missing)
 
 
-def test_latex_is_a_standalone_booktabs_document(store, tmp_path):
+def test_latex_is_a_float_to_input(store):
     _, _, runs = store
-    for tid in ("I", "IV"):
+    for tid in ("I", "IV", "X"):
         t = load_tables()[tid]
         tex = render_latex(compute_table(t, runs))
-        assert tex.startswith(r"\documentclass{article}") and tex.rstrip().endswith(r"\end{document}")
-        for word in (r"\usepackage{booktabs}", r"\toprule", r"\midrule", r"\bottomrule"):
-            assert word in tex
+        env = "table*" if len(t.columns) >= 5 else "table"
+        assert "\\documentclass" not in tex and "\\resizebox" not in tex
+        float_body = tex.split(f"\\begin{{{env}}}[tbp]", 1)[1].split(f"\\end{{{env}}}", 1)[0]
+        assert f"\\label{{tab:atf-{tid}}}" in float_body and "SYNTHETIC" in float_body   # note inside
+        caption = re.search(r"\\caption\{(.*)\}\n", float_body).group(1)
+        assert not caption.startswith("Table") and f"the ATF paper's Table {tid})" in caption
+        for word in (r"\toprule", r"\midrule", r"\bottomrule", "S[table-format="):
+            assert word in float_body
         assert tex.count("{") == tex.count("}")
-        body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
-        rows = [line for line in body.splitlines() if line.endswith(r"\\")]
-        n_cols = len(t.columns) + (len(tex.split(r"\begin{tabular}{")[1].split("}")[0]) - len(t.columns))
-        assert rows and all(line.count("&") == n_cols - 1 for line in rows)
+        rows = [line for line in float_body.splitlines() if line.endswith(r"\\") and "multicolumn" not in line]
+        assert rows and all(line.count("&") == len(t.columns) for line in rows)
         assert all(line.count("$") % 2 == 0 for line in rows)
-        assert "SYNTHETIC" in tex
+    assert r"$\mathcal{L}_{\mathrm{AT}}$" in tex and "HRNet-W18" in tex and "L\\_AT" not in tex
+    iv = render_latex(compute_table(load_tables()["IV"], runs))
+    assert r"3.55 {\,$\pm$\,0.01}" in iv and r"+8.3 {\textsuperscript{*}}" in iv
+    assert r"\bfseries 3.30" in iv and "S[table-format=+1.2" in iv
+
+
+def test_report_tex_compiles_and_fits_the_columns(store, tmp_path):
+    """Every table in a two-column paper page: pdflatex succeeds, no box sticks out, no float is
+    too large for the page."""
+    uri, _, _ = store
+    out = tmp_path / "report"
+    assert main(["--mlflow-uri", uri, "--out", str(out), "--format", "tex", "--no-figures",
+                 "--sweeps-dir", str(REPO / "sweeps")]) == 0
+    report = (out / "report.tex").read_text()
+    assert all(f"\\input{{table_{tid}}}" in report for tid in TABLE_IDS)
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed: structure checked only")
-    (tmp_path / "t.tex").write_text(tex)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout[-2000:]
+        pytest.skip("pdflatex not installed (make test installs texlive where it can): structure checked only")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                          cwd=out, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:]
+    log = (out / "report.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log and "Float too large" not in log
+    assert (out / "report.pdf").stat().st_size > 10_000
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -239,6 +300,7 @@ def test_cli_writes_tables_index_and_figures(store, tmp_path, capsys):
     assert not (out / "table_II.md").exists()
     index = (out / "index.md").read_text()
     assert "[md](table_IV.md)" in index and "[tex](table_I.tex)" in index
+    assert "[report.tex](report.tex)" in index and (out / "report.tex").is_file()
     assert (out / "figures" / "ced_I_wflw_full.png").stat().st_size > 1000
     assert (out / "figures" / "fig5_I_wflw_full.png").stat().st_size > 1000
     assert "figures/ced_I_wflw_largepose.png" in (out / "table_I.md").read_text()
@@ -251,7 +313,7 @@ def test_cli_filters_by_sweep(store, tmp_path):
     assert main(["--mlflow-uri", uri, "--out", str(out), "--tables", "IV", "--sweep", "table_i",
                  "--format", "md", "--no-figures"]) == 0
     grid = _md_table((out / "table_IV.md").read_text())
-    assert all(c.startswith(DASH) for row in grid[1:] for c in row[2:])
+    assert all(c == DASH for row in grid[1:] if _kind(row) == "method" for c in row[1:])
     assert "runs filtered by sweep=table_i" in (out / "index.md").read_text()
     assert not (out / "table_IV.tex").exists()
 
@@ -268,7 +330,7 @@ def test_cli_bad_input(tmp_path, capsys):
                  "--tables", "V", "--no-figures"]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
-    assert "(3.45)" in (out / "table_V.md").read_text()
+    assert "| &emsp;*paper* | 3.45 | 4.18 |" in (out / "table_V.md").read_text()
     assert not (tmp_path / "none.db").exists()
 
 
@@ -335,6 +397,10 @@ def test_within_spread_mark_in_markdown_and_latex():
     r = compute_table(load_tables()["V"], runs)
     cw = r.cell(0, "CW", "ocn")
     assert cw.delta_exceeds_spread is False and cw.delta > 0
-    assert "**3.47** ±0.04 (3.91) Δ+0.9%~" in render_markdown(r, [], [])
+    grid = _md_table(render_markdown(r, [], []))
+    cw = next(i for i, row in enumerate(grid) if row[0] == "ATF<sub>CW</sub>")
+    assert grid[cw][2] == "**3.47 ± 0.04**"
+    assert grid[cw + 1] == [f"&emsp;*{DELTA_LABEL}*", DASH, "+0.9~"]
+    assert grid[cw + 2] == [f"&emsp;*{PAPER_LABEL}*", "3.32", "3.91"]
     tex = render_latex(r)
-    assert r"\Delta$+0.9\%$^{\sim}$" in tex and "%~" not in tex
+    assert r"+0.9 {\textsuperscript{$\sim$}}" in tex and "%~" not in tex
