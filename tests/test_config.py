@@ -48,3 +48,52 @@ def test_roundtrip_and_override():
     cfg = override(RunConfig(), {"scenario": "atf", "aux": ["aflw"], "optim.lr": 5e-4})
     assert cfg.optim.lr == 5e-4 and cfg.aux == ("aflw",)
     assert from_dict(RunConfig, to_dict(cfg)) == cfg
+
+
+# -- the paper protocol's defaults and switches (issue 9) --------------------------------------------
+
+def test_defaults_are_the_paper_protocol_of_the_default_backbone():
+    c = RunConfig()
+    a = c.augment
+    assert (a.random_crop, a.flip, a.rotation, a.rotation_prob) == (0.2, 0.5, 30.0, 1.0)  # the paper's list
+    assert (a.scale, a.color, a.grayscale, a.auxiliary) == (0.0, 0.0, 0.0, True)        # our extras: off
+    assert (c.finetune.lr, c.finetune.epochs, c.finetune.milestones) == (2e-4, 100, (30, 50, 70))
+    assert (c.loss.weighting, c.loss.alpha, c.loss.beta, c.loss.gamma) == ("fixed", 0.5, 1.0, 0.5)
+    assert (c.optim.lr, c.optim.trunk_lr, c.optim.weight_decay, c.optim.epoch_passes) == (1e-3, 0.0, 1e-6, 1)
+    assert (c.eval.protocol, c.protocols) == ("benchmark", ("benchmark",))
+
+
+def test_zero_validation_share_needs_test_selection():
+    with pytest.raises(ConfigError, match="data.val_fraction: 0 leaves no validation split"):
+        from_dict(RunConfig, {"data": {"val_fraction": 0.0}})
+    cfg = from_dict(RunConfig, {"data": {"val_fraction": 0.0}, "eval": {"selection": "test"}})
+    assert cfg.data.val_fraction == 0.0
+    with pytest.raises(ConfigError, match="optim.epoch_passes"):
+        from_dict(RunConfig, {"optim": {"epoch_passes": 0}})
+    with pytest.raises(ConfigError, match="loss.weighting"):
+        from_dict(RunConfig, {"loss": {"weighting": "adaptive"}})
+
+
+def test_selected_heads_and_protocols():
+    base = {"target": "wflw", "aux": ["cofw"]}
+    assert from_dict(RunConfig, {**base, "scenario": "atf"}).selected_heads == ("wflw",)
+    assert from_dict(RunConfig, {**base, "scenario": "joint"}).selected_heads == ("wflw", "cofw")
+    novel = from_dict(RunConfig, {**base, "scenario": "novel", "novel": "300w"})
+    assert novel.selected_heads == ("wflw", "cofw", "300w")
+    assert from_dict(RunConfig, {"eval": {"protocol": "both"}}).protocols == ("benchmark", "ocn")
+    assert from_dict(RunConfig, {"eval": {"protocol": "ocn"}}).protocols == ("ocn",)
+
+
+def test_protocol_summary_names_what_a_cell_runs():
+    from atf.config import protocol_summary
+    cfg = from_dict(RunConfig, {
+        "scenario": "atf", "target": "wflw", "aux": ["aflw"], "model": {"backbone": "hrnet_w18", "pretrained": "w.pth"},
+        "optim": {"lr": 2e-4, "trunk_lr": 1.5e-4, "schedule": "multistep", "milestones": [30, 50, 70], "epochs": 100},
+        "loss": {"weighting": "running", "alpha": 0.2, "beta": 0.8, "gamma": 0.1},
+        "eval": {"selection": "test", "protocol": "benchmark"}, "data": {"val_fraction": 0.0}})
+    line = protocol_summary(cfg)
+    for part in ("hrnet_w18", "256px", "lr 0.0002 trunk 0.00015", "steps 30,50,70", "100 ep",
+                 "L_MB running a/b/g 0.2/0.8/0.1", "sel TEST (paper)", "nme benchmark", "pretrained w.pth"):
+        assert part in line, (part, line)
+    ocn = protocol_summary(RunConfig())
+    assert "ocn" in ocn and "112px" in ocn and "plateau x0.1/10" in ocn and "aug crop0.2,flip0.5,rot30@1" in ocn

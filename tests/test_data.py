@@ -199,3 +199,33 @@ def test_bench_augment_quick_mode_prints_a_table(capsys, monkeypatch):
     assert bench.main(["--quick", "--images", "4", "--sizes", "64", "--workers", "0", "--batch", "2"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| OCN") or r.startswith("| HRNet")]
     assert len(rows) == 3 and all(float(r.split("|")[5]) > 0 for r in rows)
+
+
+# -- paper-protocol switches (issue 9) --------------------------------------------------------------
+
+def test_grayscale_is_its_own_switch_and_off_by_default(tmp_path):
+    draws = [np.random.default_rng([0, i]) for i in range(200)]
+    assert not any(transforms.sample_params(AugmentConfig(color=0.2), r).grayscale for r in draws)
+    draws = [np.random.default_rng([0, i]) for i in range(20)]
+    assert all(transforms.sample_params(AugmentConfig(grayscale=1.0), r).grayscale for r in draws)
+    aset = make_set(tmp_path)
+    s = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, augment=AugmentConfig(grayscale=1.0))[0]
+    img = s["image"] * torch.tensor(transforms.IMAGENET_STD)[:, None, None] + torch.tensor(
+        transforms.IMAGENET_MEAN)[:, None, None]
+    torch.testing.assert_close(img[0], img[1], atol=1e-5, rtol=0)   # gray: equal channels
+    assert transforms.sample_params(AugmentConfig(), np.random.default_rng(0)).grayscale is False
+
+
+def test_ocn_test_crop_spans_the_joined_box_anisotropically(tmp_path):
+    aset = make_set(tmp_path)
+    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, crop="ocn_test")
+    s = ds[1]
+    pts = np.concatenate([aset.landmarks[1], aset.boxes[1].reshape(2, 2)])
+    lo, hi = pts.min(0), pts.max(0)
+    crop_lo = transforms.input_px_to_crop(transforms.transform_points(lo[None], ds.affine(1, transforms.AugmentParams.identity()))[0], 32)
+    crop_hi = transforms.input_px_to_crop(transforms.transform_points(hi[None], ds.affine(1, transforms.AugmentParams.identity()))[0], 32)
+    half = 0.5 / transforms.OCN_TEST_ENLARGE      # the joined box fills 1/1.12 of the crop on BOTH axes
+    np.testing.assert_allclose(crop_lo, [0.5 - half] * 2, atol=1e-9)
+    np.testing.assert_allclose(crop_hi, [0.5 + half] * 2, atol=1e-9)
+    back = transforms.to_original(s["coords"][None].numpy(), s["inverse"][None].numpy(), 32)[0]
+    np.testing.assert_allclose(back, aset.landmarks[1], atol=2e-3)

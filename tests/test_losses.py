@@ -151,3 +151,30 @@ def test_missing_pairs_and_missing_head_are_named() -> None:
         mixed_branch_loss(out, "t", "t", gt, pairs, "l1", True, 1.0, 1.0, 1.0)
     with pytest.raises(KeyError, match="'x'"):
         mixed_branch_loss(out, "x", "t", gt, pairs, "l1", True, 1.0, 1.0, 1.0)
+
+
+# -- loss.weighting (issue 9) -----------------------------------------------------------------------
+
+def test_fixed_weights_are_the_configured_ones() -> None:
+    from atf.losses import LossWeights
+    w = LossWeights("fixed", 0.2, 0.8, 0.1)
+    assert w.step(True, 5.0, 1.0) == (0.2, 0.8, 0.1)
+    assert w.step(False, 3.0, 2.0) == (0.2, 0.8, 0.1)
+
+
+def test_running_weights_follow_the_public_hrnet_atf_rule() -> None:
+    """alpha = a*mean(L_main)/mean(L_ps), beta = b*mean(L_main)/mean(L_aux), gamma = g*mean(L_main)/mean(L_ps)."""
+    from atf.losses import LossWeights
+    w = LossWeights("running", 0.2, 0.5, 0.1)
+    a, b, g = w.step(True, 4.0, 1.0)           # means: main 4, ps 1, aux empty (ratio 1)
+    assert (a, b, g) == pytest.approx((0.2 * 4.0, 0.5, 0.1 * 4.0))
+    a, b, g = w.step(False, 2.0, 3.0)          # means: main 4, aux 2, ps (1 + 3) / 2 = 2
+    assert (a, b, g) == pytest.approx((0.2 * 2.0, 0.5 * 2.0, 0.1 * 2.0))
+    state = w.state_dict()
+    again = LossWeights("running", 0.2, 0.5, 0.1)
+    again.load_state_dict(state)               # a resumed run continues with the same means
+    assert again.step(True, 4.0, 2.0) == pytest.approx(w.step(True, 4.0, 2.0))
+    w.reset()                                  # a new epoch starts fresh means
+    assert w.step(False, 1.0, 1.0) == pytest.approx((0.2, 0.5, 0.1))  # no L_main yet: ratios 1
+    with pytest.raises(ValueError, match="weighting 'fixed'"):
+        LossWeights("running", 1, 1, 1).load_state_dict(LossWeights("fixed", 1, 1, 1).state_dict())

@@ -83,3 +83,59 @@ def test_ced_csv_round_trip_and_bad_files(tmp_path):
     bad.write_text("threshold,fraction\n0,x\n")
     with pytest.raises(MetricError, match=r"bad.csv: unreadable CED CSV"):
         metrics.read_ced(bad)
+
+
+# -- the two NME protocols (issue 9) ----------------------------------------------------------------
+
+def test_protocol_metric_names_are_distinct_and_parse_back():
+    bench = keys.test_metric("wflw", "full", keys.NME)
+    ocn = keys.test_metric("wflw", "full", keys.NME, keys.PROTOCOL_OCN)
+    assert bench == "test/wflw/full/nme" and ocn == "test_ocn/wflw/full/nme"
+    assert keys.parse_protocol_metric(ocn) == (keys.PROTOCOL_OCN, "wflw", "full", keys.NME)
+    assert keys.parse_test_metric(ocn) is None              # benchmark readers never pick it up
+    assert keys.parse_test_metric(bench) == ("wflw", "full", keys.NME)
+    with pytest.raises(ValueError, match="unknown NME protocol"):
+        keys.test_metric("wflw", "full", keys.NME, "pixels")
+
+
+def _ocn_set(dataset: str, landmarks: np.ndarray, box: np.ndarray):
+    """A one-face dataset cropped the public OCN code's way (no image is read by the metric)."""
+    from atf.data import LandmarkDataset
+    from atf.datasets import get_dataset
+    from atf.readers import AnnotationSet
+    from atf.schemes import get_scheme
+    scheme = get_dataset(dataset).scheme
+    n = landmarks.shape[0]
+    aset = AnnotationSet(source=f"{dataset}.csv", dataset=dataset, scheme=scheme, images=("x.png",) * n,
+                         landmarks=landmarks.astype(np.float32), centers=np.full((n, 2), np.nan),
+                         scales=np.full(n, np.nan), boxes=box.astype(np.float32), box_sizes=np.full(n, 100.0))
+    return LandmarkDataset(aset, ".", get_scheme(scheme).flip_perm, 112, crop="ocn_test")
+
+
+def test_ocn_protocol_measures_in_anisotropic_crop_units():
+    from atf.evaluate import ocn_protocol_errors
+    rng = np.random.default_rng(0)
+    gt = np.stack([rng.uniform(100, 300, 19), rng.uniform(50, 450, 19)], axis=1)[None]   # 200 x 400 spread
+    box = np.array([[100.0, 50.0, 300.0, 450.0]])
+    ds = _ocn_set("aflw", gt, box)
+    lo, hi = np.minimum(gt[0].min(0), [100, 50]), np.maximum(gt[0].max(0), [300, 450])
+    w, h = (hi - lo) * 1.12
+    pred = gt + np.array([w * 0.01, 0.0])      # 1% of the crop's width to the right
+    err = ocn_protocol_errors(pred, ds, np.array([0]))
+    assert err[0] == pytest.approx(0.01, rel=1e-6)          # AFLW: normaliser = 1 crop unit
+    pred_y = gt + np.array([0.0, h * 0.02])    # 2% of its height down: y scales apart from x
+    assert ocn_protocol_errors(pred_y, ds, np.array([0]))[0] == pytest.approx(0.02, rel=1e-6)
+
+
+def test_ocn_protocol_normalises_by_eye_corners_in_crop_units():
+    from atf.evaluate import ocn_protocol_errors
+    rng = np.random.default_rng(1)
+    gt = np.stack([rng.uniform(0, 400, 98), rng.uniform(0, 200, 98)], axis=1)[None]
+    gt[0, 60], gt[0, 72] = (100.0, 100.0), (300.0, 100.0)   # WFLW's outer eye corners, horizontal
+    box = np.array([[np.nan] * 4])                          # no detector box: the landmarks alone
+    ds = _ocn_set("wflw", gt, box)
+    w = (gt[0, :, 0].max() - gt[0, :, 0].min()) * 1.12
+    pred = gt + np.array([5.0, 0.0])
+    # error 5 px and eye distance 200 px are both horizontal: in crop units their ratio is 5/200
+    assert ocn_protocol_errors(pred, ds, np.array([0]))[0] == pytest.approx(5.0 / 200.0, rel=1e-6)
+    assert 5.0 / w != pytest.approx(5.0 / 200.0)            # (not the crop-width normaliser)

@@ -162,3 +162,71 @@ def test_dry_run_lists_cells(tmp_path, capsys):
     assert cid in out and "tpex3" in out and "300w" in out
     assert main(["--dry-run", str(write(tmp_path, "tables: [I]\nset: {optim.lr: 0}\n", "bad.yaml"))]) == 2
     assert "optim.lr" in capsys.readouterr().err
+
+
+# -- protocol blocks (issue 9) ----------------------------------------------------------------------
+
+def test_variant_include_is_a_block_under_the_experiments_keys(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path, "optim: {lr: 1.0e-4, epochs: 60}\nloss: {beta: 0.5}\n", "base/block.yaml")
+    write(tmp_path, "include: block.yaml\noptim: {epochs: 100}\n", "base/block_atf.yaml")  # nested include
+    p = write(tmp_path, BASE + "tables: [III]\nexperiments:\n"
+              "  - name: e\n    set: {scenario: atf, aux: [300w], loss.beta: 0.8}\n"
+              "    variants:\n      - {include: base/block.yaml}\n"
+              "      - {include: base/block_atf.yaml, optim.lr: 2.0e-4}\n")
+    a, b = (c.config for c in load_sweep(p).cells())
+    assert (a.optim.lr, a.optim.epochs, a.loss.beta) == (1e-4, 60, 0.8)   # `set` wins over the block
+    assert (b.optim.lr, b.optim.epochs, b.loss.beta) == (2e-4, 100, 0.8)  # the variant's own keys win too
+    missing = write(tmp_path, BASE + "tables: [III]\nvariants: [{include: base/nope.yaml}]\n", "m.yaml")
+    one_line_error(missing, "variants[0].include", "no such file base/nope.yaml")
+    write(tmp_path, "include: loop.yaml\n", "base/loop.yaml")
+    cyc = write(tmp_path, BASE + "tables: [III]\nvariants: [{include: base/loop.yaml}]\n", "c.yaml")
+    with pytest.raises(SweepError, match="include cycle"):
+        load_sweep(cyc)
+
+
+def _table_cells():
+    for n in ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x"):
+        yield from load_sweep(SWEEPS / f"table_{n}.yaml").cells()
+
+
+def test_table_sweeps_state_the_paper_protocol():
+    for c in _table_cells():
+        cfg, aug = c.config, c.config.augment
+        assert (aug.color, aug.grayscale, aug.flip, aug.rotation) == (0.0, 0.0, 0.5, 30.0), c.cell_id
+        assert cfg.eval.selection == "val" and cfg.data.val_fraction == 0.1
+        wa = cfg.target == "wflw" and cfg.aux == ("aflw",)
+        if cfg.model.backbone == "ocn":   # paper IV-A; public OCN code where it is silent
+            assert (cfg.input_size, cfg.optim.lr, cfg.optim.schedule, cfg.optim.patience) == (112, 1e-3, "plateau", 10)
+            assert (cfg.optim.batch_size, cfg.optim.epoch_passes, cfg.optim.weight_decay) == (300, 15, 1e-6)
+            assert (aug.random_crop, aug.scale, cfg.loss.weighting, cfg.eval.protocol) == (0.2, 0.0, "fixed", "both")
+            assert cfg.model.ocn_variant == "public"
+        else:                             # HRNet face code (baselines) / public HRNet ATF code
+            assert cfg.input_size == 256 and cfg.model.pretrained.endswith("hrnetv2_w18_imagenet_pretrained.pth")
+            assert (aug.random_crop, aug.scale, aug.rotation_prob, cfg.eval.protocol) == (0.0, 0.25, 0.6, "benchmark")
+            if cfg.scenario == keys.SCENARIO_BASELINE:
+                lr = 2e-4 if cfg.target == "aflw" else 1e-4
+                assert (cfg.optim.lr, cfg.optim.milestones, cfg.optim.epochs) == (lr, (30, 50), 60)
+                assert cfg.sigma("300w") == 1.0 and cfg.sigma("wflw") == 1.5
+            else:
+                assert (cfg.optim.lr, cfg.optim.trunk_lr, cfg.optim.milestones, cfg.optim.epochs) == (
+                    2e-4, 1.5e-4, (30, 50, 70), 100)
+                assert cfg.loss.weighting == "running" and not aug.auxiliary
+                paper_sigma = 1.0 if cfg.scenario == keys.SCENARIO_NOVEL else 1.5   # paper IV-D
+                assert cfg.sigma("300w") == paper_sigma
+                if not wa:
+                    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.gamma) == (0.2, 0.5, 0.1)
+        if wa and cfg.loss.mixed:         # the only pair the paper gives weights for
+            assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.gamma) == (0.2, 0.8, 0.1)
+        if cfg.scenario in (keys.SCENARIO_JOINT, keys.SCENARIO_NOVEL):
+            assert (cfg.finetune.lr, cfg.finetune.epochs, cfg.finetune.milestones) == (2e-4, 100, (30, 50, 70))
+
+
+def test_dry_run_prints_each_cells_protocol(capsys):
+    main(["--dry-run", str(SWEEPS / "table_i.yaml")])
+    out = capsys.readouterr().out
+    for c in load_sweep(SWEEPS / "table_i.yaml").cells():
+        line = next(x for x in out.splitlines() if x.startswith(c.cell_id) and "|" in x)
+        ocn, base = c.config.model.backbone == "ocn", c.config.scenario == keys.SCENARIO_BASELINE
+        assert "sel val(0.1" in line and ("nme both" if ocn else "nme benchmark") in line
+        assert ("400 ep x15 passes" if ocn else "| 60 ep |" if base else "| 100 ep |") in line
