@@ -117,3 +117,37 @@ def copy_store(db: Path, dest: Path) -> Path:
     with sqlite3.connect(dest / db.name) as con:  # new artifacts go to the copy, not the cache
         con.execute("UPDATE experiments SET artifact_location = ?", ((dest / "mlruns").resolve().as_uri(),))
     return dest / db.name
+
+
+def synth_root(data: str | None, cache: Path, scale: float = 0.01) -> Path:
+    """SynthFace data for a bench: `data` when it holds it, else generated once under `cache`."""
+    if data and (Path(data) / "synthface.json").is_file():
+        return Path(data).resolve()
+    from atf.synth import generate
+    root = cache / f"synth-{scale}"
+    generate(root, scale=scale, seed=0, workers=1, skip_existing=True)
+    return root.resolve()
+
+
+TINY_SWEEP = """
+name: {name}
+base:
+  data: {{root: {root}, max_train: {max_train}, max_test: 16, cache_images: true}}
+  model: {{width_mult: 0.25, input_size: 48}}
+  optim: {{epochs: {epochs}, batch_size: 16}}
+  seed: {seed0}
+resources: {{cpu: 1}}
+max_concurrent: {concurrent}
+max_failures: 1
+tables: [I]
+set: {{scenario: baseline}}
+repeats: {trials}
+"""
+
+
+def tiny_sweep(path: Path, root: Path, trials: int, epochs: int, max_train: int, concurrent: int,
+               seed0: int = 0, name: str = "bench") -> Path:
+    """A sweep file of `trials` tiny OCN baselines (seeds seed0..), as the issue's figures used."""
+    path.write_text(TINY_SWEEP.format(name=name, root=root, max_train=max_train, epochs=epochs,
+                                      concurrent=concurrent, trials=trials, seed0=seed0))
+    return path
