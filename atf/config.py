@@ -50,6 +50,9 @@ class DataConfig:
     crop_margin: float = 1.25      # crop side = margin x (scale*200 or box side)
     registry: tuple[str, ...] = () # extra YAML files declaring schemes/datasets (a novel dataset, no code)
     cache_images: bool = False     # keep decoded images in memory (small synthetic sets)
+    bad_rows: Literal["refuse", "skip"] = "refuse"  # rows atf.datacheck finds bad (image missing or outside
+                                   # the root, NaN, points far outside the image, degenerate box): refuse the
+                                   # run naming them, or skip them (counted, listed in <out>/data_problems.txt)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class RunConfig:
                               "(the paper's practice) or a fraction > 0")
         if self.optim.epochs < 1 or self.optim.batch_size < 1 or self.optim.epoch_passes < 1:
             raise ConfigError("optim.epochs, optim.batch_size and optim.epoch_passes must be >= 1")
+        check_ranges(self)
 
     # -- derived values, so no caller recomputes them differently --------------------------
     @property
@@ -263,6 +267,62 @@ def protocol_summary(cfg: RunConfig) -> str:
     else:
         parts.append(f"pretrained {m.pretrained or 'NONE (random init)'}")
     return " | ".join(parts)
+
+
+# -- value ranges (every path that builds a RunConfig passes here) -----------------------------
+
+# key -> (low, high, low inclusive, high inclusive); a tuple-valued key is checked item by item.
+# Bounds are what a sane run can use, not the paper's values: a negative or 1e30 learning rate
+# reaches torch as a cryptic error or NaN metrics after hours; here it is refused naming the key.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "optim.lr": (0.0, 1.0, False, True),
+    "optim.trunk_lr": (0.0, 1.0, True, True),
+    "optim.weight_decay": (0.0, 1.0, True, False),
+    "optim.factor": (0.0, 1.0, False, True),
+    "optim.patience": (0, float("inf"), True, False),
+    "optim.milestones": (1, float("inf"), True, False),
+    "finetune.lr": (0.0, 1.0, False, True),
+    "finetune.epochs": (0, float("inf"), True, False),
+    "finetune.milestones": (1, float("inf"), True, False),
+    "loss.alpha": (0.0, 1e3, True, True),
+    "loss.beta": (0.0, 1e3, True, True),
+    "loss.gamma": (0.0, 1e3, True, True),
+    "atdp.ratios": (0.0, 1e6, False, True),
+    "atdp.decays": (0.0, 1.0, False, True),
+    "augment.flip": (0.0, 1.0, True, True),
+    "augment.rotation": (0.0, 180.0, True, True),
+    "augment.rotation_prob": (0.0, 1.0, True, True),
+    "augment.scale": (0.0, 1.0, True, False),
+    "augment.translate": (0.0, 1.0, True, True),
+    "augment.random_crop": (0.0, 1.0, True, False),
+    "augment.color": (0.0, 1.0, True, True),
+    "augment.grayscale": (0.0, 1.0, True, True),
+    "data.crop_margin": (0.0, 10.0, False, True),
+    "data.max_train": (0, float("inf"), True, False),
+    "data.max_test": (0, float("inf"), True, False),
+    "data.num_workers": (0, 256, True, True),
+    "model.width_mult": (0.0, 16.0, False, True),
+    "model.input_size": (0, 4096, True, True),
+    "model.heatmap_size": (0, 4096, True, True),
+}
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Refuse a value outside RANGES (or NaN/inf) with a ConfigError naming the key."""
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part, None)
+        if node is None:
+            continue  # a key another version of the config does not have
+        for i, v in enumerate(node if isinstance(node, tuple) else (node,)):
+            name = f"{key}[{i}]" if isinstance(node, tuple) else key
+            ok = isinstance(v, (int, float)) and v == v and (v > lo or (lo_in and v == lo)) \
+                and (v < hi or (hi_in and v == hi)) and abs(v) != float("inf")
+            if not ok:
+                left = f"{lo:g} {'<=' if lo_in else '<'} " if lo > -float("inf") else ""
+                right = f" {'<=' if hi_in else '<'} {hi:g}" if hi < float("inf") else ""
+                raise ConfigError(f"{name}: {v!r} is out of range; expected {left}{name}{right}")
 
 
 # -- dict <-> dataclass with key-path errors ----------------------------------------------------

@@ -75,22 +75,59 @@ def test_hrnet_heatmap_is_a_quarter_of_the_input_and_other_sizes_are_refused() -
         create_backbone("hrnet_w18", 100, 0.25)
 
 
-def test_ocn_full_size_matches_the_paper_counts() -> None:
-    """Exactly the counts the README quotes (bench/count_models.py); the paper's within 0.05%."""
-    model = build_model(ModelConfig("ocn"), {"wflw": 98})
+@pytest.mark.parametrize("variant,head", [("public", "fc"), ("public", "branch"), ("legacy", "fc")])
+def test_ocn_full_size_matches_the_paper_counts(variant: str, head: str) -> None:
+    """Exactly the counts the README quotes (bench/count_models.py); the paper's within 0.05%.
+
+    The variants differ only by conv8's BatchNorm (public) versus its bias (legacy): 128
+    parameters and 256 FLOPs, so the paper's counts cannot tell them apart."""
+    model = build_model(ModelConfig("ocn", ocn_variant=variant, ocn_head=head), {"wflw": 98})
     params = count_params(model)
     flops = count_flops(model, 112)
-    assert params == 1_228_260, params             # paper: 1.228M
-    assert flops.flops == 279_925_632, flops       # paper: 279.96M
+    assert params == {"public": 1_228_388, "legacy": 1_228_260}[variant], params   # paper: 1.228M
+    assert flops.flops == {"public": 279_925_888, "legacy": 279_925_632}[variant], flops  # paper: 279.96M
     assert abs(flops.flops / 279.96e6 - 1) < 5e-4
     assert flops.macs == 272_791_232     # conv + linear multiply-accumulates alone
+
+
+def test_ocn_variants_follow_the_public_code_or_the_legacy_network() -> None:
+    public, legacy = (create_backbone("ocn", 112, 1.0, ocn_variant=v) for v in ("public", "legacy"))
+    conv5_1 = 6                          # conv3_1, block3_2..5, conv4_1, then conv5_1
+    assert [b.use_residual for b in public.blocks] == [False, True, True, True, True, False, False] + [True] * 5
+    assert legacy.blocks[conv5_1].use_residual and not public.blocks[conv5_1].use_residual
+    acts = {type(m) for m in public.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))}
+    assert acts == {torch.nn.ReLU6}
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in legacy.modules())
+    assert isinstance(public.tail.conv8[1], torch.nn.BatchNorm2d) and public.tail.conv8[0].bias is None
+    assert legacy.tail.conv8[0].bias is not None and len(legacy.tail.conv8) == 2
+    with pytest.raises(TypeError, match="takes no option 'hrnet_upsample'"):
+        create_backbone("ocn", 112, 1.0, hrnet_upsample="nearest")
+
+
+def test_ocn_branch_head_gives_each_dataset_its_own_tail() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("ocn", width_mult=0.25, ocn_head="branch"), {"a": 5, "b": 3}, 32)
+    assert model.trunk.tail is None and model.trunk(torch.zeros(2, 3, 32, 32)).dim() == 4   # the 1/8 map
+    assert model.heads["a"].tail is not model.heads["b"].tail
+    assert model(torch.zeros(2, 3, 32, 32))["b"].shape == (2, 3, 2)
+    single_fc = build_model(ModelConfig("ocn", width_mult=0.25), {"a": 5}, 32)
+    assert count_params(model.prune("a")) == count_params(single_fc)   # one head: the same network
+
+
+def test_registry_facts_agree_with_the_run_config_defaults() -> None:
+    from atf.config import RunConfig
+    for name in list_backbones():
+        spec = get_backbone(name)
+        cfg = RunConfig(model=ModelConfig(backbone=name))
+        assert cfg.input_size == spec.default_input and cfg.loss_kind == spec.default_loss, name
+        assert all(hasattr(cfg.model, option) for option in spec.options), name
 
 
 def test_hrnet_full_size_matches_the_paper_counts() -> None:
     """Exactly the counts the README quotes (bench/count_models.py); the paper's within 0.05%."""
     model = build_model(ModelConfig("hrnet_w18"), {"wflw": 98})
     params = count_params(model)
-    assert params == 9_662_258, params             # paper: 9.663M
+    assert params == 9_662_528, params             # paper: 9.663M (the head's first conv has a bias, as the face code)
     flops = count_flops(model, 256)
     assert flops.flops == 4_732_363_008, flops     # paper: 4.734G
     assert abs(flops.flops / 4.734e9 - 1) < 5e-4
@@ -128,7 +165,7 @@ def test_trunk_runs_once_for_all_heads() -> None:
     model = tiny("ocn", {"a": 2, "b": 2, "c": 2})
     calls = []
     model.trunk.stem.register_forward_hook(lambda *_: calls.append(1))
-    model(torch.zeros(1, 3, 32, 32))
+    model(torch.zeros(2, 3, 32, 32))
     assert len(calls) == 1
 
 
@@ -146,7 +183,10 @@ def test_add_branch_is_seeded_and_initialised_like_the_others() -> None:
     assert torch.equal(model.heads["novel"].fc.bias, torch.full((12,), 0.5))
     assert torch.equal(model.heads["a"].fc.bias, torch.full((10,), 0.5))
     assert abs(model.heads["novel"].fc.weight.std().item() - model.heads["a"].fc.weight.std().item()) < 0.005
-    assert model(torch.zeros(1, 3, 32, 32))["novel"].shape == (1, 6, 2)
+    assert model(torch.zeros(2, 3, 32, 32))["novel"].shape == (2, 6, 2)
+    with pytest.raises(ValueError, match="training needs batches of 2 or more"):   # BN on the 1x1 conv8 map
+        model(torch.zeros(1, 3, 32, 32))
+    assert model.eval()(torch.zeros(1, 3, 32, 32))["novel"].shape == (1, 6, 2)
     with pytest.raises(ValueError, match="already has a head 'a'"):
         model.add_branch("a", 3)
 

@@ -97,13 +97,17 @@ def build_model(model_cfg: ModelConfig, heads: dict[str, int], input_size: int =
     """Trunk from `model_cfg.backbone` plus one head per dataset (`heads`: name -> points).
 
     `input_size` / `heatmap_size` 0 take the config's values, then the backbone's defaults.
-    A heatmap backbone's heatmaps are input/4; any other `heatmap_size` is refused.
+    A heatmap backbone's heatmaps are input/4; any other `heatmap_size` is refused. The trunk is
+    freshly initialised: `model.pretrained` weights are loaded by the trainer
+    (`atf.models.pretrained.load_pretrained`), not here, so that a checkpoint rebuilds its model
+    without the weights file.
     """
     if not heads:
         raise ValueError("build_model: at least one head is required")
     spec = get_backbone(model_cfg.backbone)
     size = input_size or model_cfg.input_size or spec.default_input
-    trunk = create_backbone(spec.name, size, model_cfg.width_mult)
+    options = {name: getattr(model_cfg, name) for name in spec.options}   # e.g. model.ocn_variant
+    trunk = create_backbone(spec.name, size, model_cfg.width_mult, **options)
     wanted = heatmap_size or model_cfg.heatmap_size
     if spec.kind == "heatmap" and wanted and wanted != trunk.output_size:
         raise ValueError(f"{spec.name}: heatmap_size must be input_size/4 = {trunk.output_size}, got {wanted}")
