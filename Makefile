@@ -38,6 +38,7 @@ paper-smoke: $(STAMP)
 	@echo "tables: $(SMOKE)/report/index.md"
 
 test: $(STAMP)
+	@bash tools/ensure_texlive.sh
 	$(BIN)/ruff check atf orchestration reports tests bench
 	$(BIN)/python -m pytest -q -m "not slow" tests
 

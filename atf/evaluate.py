@@ -33,6 +33,7 @@ from atf.config import RunConfig
 from atf.data import LandmarkDataset, collate, flip_average
 from atf.heatmaps import decode, hm_to_crop
 from atf.losses import landmark_loss
+from atf.progress import track
 from atf.readers import write_csv
 from atf.rundata import RunData
 from atf.schemes import get_scheme
@@ -67,7 +68,7 @@ def predict(model: torch.nn.Module, head: str, ds: LandmarkDataset, cfg: RunConf
     def run(x: torch.Tensor) -> torch.Tensor:
         return model(x, heads=[head])[head]
 
-    for batch in loader:
+    for batch in track(loader, "eval", head, items=lambda b: len(b["index"])):
         if "image" not in batch:  # all unreadable (skip mode): their rows stay NaN and are noted
             continue
         x = batch["image"].to(device)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +191,7 @@ class _Run:
         self.weights.reset()  # running weights: means over this epoch (HRNet's per-epoch meters)
         self.model.train()
         total, n = 0.0, 0
-        bar = _progress(len(plan), f"{stage.name} epoch {epoch + 1}/{stage.epochs}")
+        bar = _progress(len(plan), stage.name, epoch + 1, stage.epochs)
         for (d, _idx), batch in zip(plan, loader):
             name = stage.datasets[d]
             self.data.skipped += len(batch["skipped"])  # counted here: collate runs in the workers
@@ -218,7 +217,7 @@ class _Run:
             total += float(loss.detach()) * len(x)
             n += len(x)
             if bar is not None:
-                bar.update(1)
+                bar.update(1, len(x))
         if bar is not None:
             bar.close()
         return total / max(n, 1)
@@ -471,11 +470,10 @@ def _result_fields(cfg: RunConfig) -> dict:
     return d
 
 
-def _progress(total: int, desc: str):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+def _progress(total: int, stage: str, epoch: int, epochs: int):
+    """A bar on a terminal, periodic lines (step, img/s, ETA) in a log file: atf.progress."""
+    from atf.progress import Progress
+    return Progress(total, "train", stage, epoch, epochs)
 
 
 def _log_epoch(stage: Stage, epoch: int, m: dict[str, float]) -> None:

@@ -8,18 +8,19 @@ values beside dashes and says which sweep cell would fill each dash.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from atf.cli.common import MLFLOW_URI_HELP, default_mlflow_uri, make_parser
 
-from .collect import METRIC_COLUMNS, RUN_COLUMNS, RunFilter, Runs, StoreError, collect, parse_tag_filters
-from .compute import NO_RUN, TableResult, compute_table
-from .figures import ArtifactCache, ced_figures, comparison_figure
 from .layouts import TABLE_IDS, LayoutError, load_tables, parse_table_ids
-from .render import missing_groups, render_index, render_latex, render_markdown, render_report_tex
 from .sweeps import SweepIndex
+
+if TYPE_CHECKING:   # the heavy modules (pandas, matplotlib, mlflow) load after parsing: --help is fast
+    from .collect import RunFilter, Runs
+    from .compute import TableResult
+    from .figures import ArtifactCache
 
 __all__ = ["main", "build_report"]
 
@@ -28,17 +29,28 @@ REPORT_TEX = "report.tex"          # \\input{}s every table_<ID>.tex: `pdflatex 
 DEFAULT_UI_URL = "http://127.0.0.1:5000"   # what `mlflow ui` serves
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atf-report", description=__doc__.splitlines()[0])
-    p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db",
-                   help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
-    p.add_argument("--tables", default=",".join(TABLE_IDS), help="comma-separated, e.g. IV,VII")
-    p.add_argument("--format", default="md,tex", help="comma-separated of: md, tex")
-    p.add_argument("--sweep", default=None, help="only runs of this sweep (the sweep file's stem)")
+EXAMPLES = """
+  atf-report                                    # every table from sqlite:///<cwd>/mlflow.db -> report/
+  atf-report --tables IV,VII --format md        # some tables, Markdown only
+  atf-report --sweep demo --tag data=real --tag backbone=hrnet_w18
+  atf-report --mlflow-uri http://head:5000 --out /tmp/report   # cells link to that server's UI
+  cd report && pdflatex report.tex              # every table as a paper's table float
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("atf-report", __doc__.splitlines()[0], EXAMPLES)
+    p.add_argument("--mlflow-uri", default=None, metavar="URI", help=MLFLOW_URI_HELP)
+    p.add_argument("--out", type=Path, default=Path("report"), metavar="DIR", help="output folder")
+    p.add_argument("--tables", default=",".join(TABLE_IDS), metavar="IDS", help="comma-separated, e.g. IV,VII")
+    p.add_argument("--format", default="md,tex", metavar="FORMATS",
+                   help="comma-separated of: md (GitHub tables), tex (table floats + report.tex)")
+    p.add_argument("--sweep", default=None, metavar="NAME",
+                   help="only runs of this sweep (the sweep file's stem; default: runs of every sweep)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                   help="only runs with this tag (repeatable); KEY e.g. data, backbone, atf.seed")
-    p.add_argument("--sweeps-dir", type=Path, default=Path("sweeps"),
+                   help="only runs with this tag (repeatable; default: no tag filter); KEY e.g. data, "
+                        "backbone, atf.seed")
+    p.add_argument("--sweeps-dir", type=Path, default=Path("sweeps"), metavar="DIR",
                    help="sweep files consulted to say which cell fills a missing value")
     p.add_argument("--no-figures", action="store_true", help="skip CED curves and the Fig. 5 picture")
     p.add_argument("--mlflow-ui-url", default=None, metavar="URL",
@@ -56,12 +68,16 @@ def _formats(text: str) -> list[str]:
 
 
 def _empty_runs(uri: str) -> Runs:
+    import pandas as pd
+
+    from .collect import METRIC_COLUMNS, RUN_COLUMNS, Runs
     return Runs(uri, pd.DataFrame(columns=list(RUN_COLUMNS)), pd.DataFrame(columns=list(METRIC_COLUMNS)))
 
 
 def _figures(result: TableResult, runs: Runs, cache: ArtifactCache, out: Path,
              want_fig5: bool) -> tuple[list[Path], list[str], str]:
     """CED PNGs of one table (+ the Fig. 5 picture when still wanted): paths, notes, why no Fig. 5."""
+    from .figures import ced_figures, comparison_figure
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     paths, notes = ced_figures(result, cache, fig_dir)
@@ -79,6 +95,7 @@ def _filters_text(run_filter: RunFilter) -> str:
 
 def _read_runs(uri: str, run_filter: RunFilter) -> tuple[Runs, list[str], int]:
     """The store's reported runs, or none with a one-line reason (exit status 1 if unreadable)."""
+    from .collect import StoreError, collect
     try:
         runs = collect(uri, run_filter)
     except StoreError as exc:
@@ -100,6 +117,7 @@ def ui_url_for(uri: str, ui_url: str | None) -> str:
 def _write_table(result: TableResult, out: Path, formats: list[str], sweeps: SweepIndex,
                  figs: list[str], ui_url: str = "") -> list[str]:
     """The table's files in the chosen formats; returns their names relative to `out`."""
+    from .render import missing_groups, render_latex, render_markdown
     tid, written = result.table.id, []
     if "md" in formats:
         (out / f"table_{tid}.md").write_text(render_markdown(result, missing_groups(result, sweeps), figs,
@@ -114,6 +132,9 @@ def _write_table(result: TableResult, out: Path, formats: list[str], sweeps: Swe
 def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run_filter: RunFilter,
                  sweeps_dir: Path, figures: bool = True, ui_url: str | None = None) -> tuple[list[str], int]:
     """Write the report; returns (notes for the user, exit status)."""
+    from .compute import NO_RUN, compute_table
+    from .figures import ArtifactCache
+    from .render import render_index, render_report_tex
     runs, notes, status = _read_runs(uri, run_filter)
     out.mkdir(parents=True, exist_ok=True)
     sweeps = SweepIndex.from_dir(sweeps_dir, run_filter.sweep)
@@ -152,7 +173,9 @@ def build_report(uri: str, out: Path, tables: list[str], formats: list[str], run
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.mlflow_uri = args.mlflow_uri or default_mlflow_uri()
+    from .collect import RunFilter, parse_tag_filters
     try:
         tables = parse_table_ids(args.tables)
         formats = _formats(args.format)

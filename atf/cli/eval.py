@@ -1,7 +1,8 @@
-"""`atf-eval`: score landmark predictions, or evaluate a checkpoint.
+"""`atf-eval`: NME, FR@0.1 and AUC@0.1 of a checkpoint on its test subsets, or of a prediction file.
 
-    atf-eval --pred PRED.csv --gt GT.csv [--dataset NAME] [--json]
-    atf-eval CHECKPOINT [options]          (delegated to atf.evaluate.checkpoint_main)
+Two modes, chosen by what is given:
+  checkpoint mode        atf-eval CHECKPOINT [--dataset D] [--subsets a,b] [--data-root DIR] [--flip]
+  prediction-file mode   atf-eval --pred PRED.csv --gt GT.csv [--dataset D]
 
 Predictions are written in the annotation CSV layout. Rows are matched by image name, in any
 order; when one image holds several faces, its rows are paired by least landmark distance.
@@ -14,21 +15,33 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
+from atf.cli.common import add_data_root, make_parser
 
-from atf import keys
-from atf.datasets import dataset_for_points, get_dataset, normalizers
-from atf.metrics import nme, summarize
-from atf.readers import AnnotationError, AnnotationSet, read_csv
+if TYPE_CHECKING:   # numpy, scipy and the readers load after parsing: --help stays fast
+    import numpy as np
 
-__all__ = ["main", "score_files", "match_rows"]
+    from atf.readers import AnnotationSet
+
+__all__ = ["main", "score_files", "match_rows", "build_parser"]
+
+EXAMPLES = """
+  atf-eval runs/demo_atf/checkpoints/best.pt                  # every test subset of the run's target
+  atf-eval runs/demo_atf/checkpoints/best.pt --flip --json    # flip-averaged, as JSON
+  atf-eval best.pt --dataset aflw --subsets full --data-root /data/real
+  atf-eval --pred predictions/landmarks.csv --gt data/wflw/face_landmarks_wflw_test.csv
+"""
+CHECKPOINT_ONLY = ("subsets", "data_root", "flip", "device")
 
 
 def match_rows(pred: AnnotationSet, gt: AnnotationSet, pred_name: str, gt_name: str) -> np.ndarray:
     """For each prediction row, its GT row. Names match one to one; the faces of an image that
     holds several are paired by least total landmark distance (order-independent)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    from atf.readers import AnnotationError
     rows: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(gt.images):
         rows[name].append(i)
@@ -57,6 +70,9 @@ def match_rows(pred: AnnotationSet, gt: AnnotationSet, pred_name: str, gt_name: 
 
 def score_files(pred_path: str, gt_path: str, dataset: str | None = None) -> tuple[str, int, dict[str, float]]:
     """(dataset, number of images, {keys.NME, keys.FR, keys.AUC}) of a prediction CSV against GT."""
+    from atf.datasets import dataset_for_points, get_dataset, normalizers
+    from atf.metrics import nme, summarize
+    from atf.readers import AnnotationError, read_csv
     gt = read_csv(gt_path)
     pred = read_csv(pred_path)
     name = dataset or dataset_for_points(gt.num_points)
@@ -70,34 +86,68 @@ def score_files(pred_path: str, gt_path: str, dataset: str | None = None) -> tup
 
 
 def _table(dataset: str, n: int, m: dict[str, float]) -> str:
+    from atf import keys
     t = keys.FAIL_THRESHOLD
     head = f"{'dataset':<10} {'images':>7} {'NME (%)':>8} {f'FR@{t:g} (%)':>11} {f'AUC@{t:g}':>8}"
     row = f"{dataset:<10} {n:>7d} {m[keys.NME]:>8.3f} {m[keys.FR]:>11.2f} {m[keys.AUC]:>8.4f}"
     return f"{head}\n{row}"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("atf-eval", __doc__.strip().splitlines()[0].split(": ", 1)[1], EXAMPLES)
+    ck = p.add_argument_group("checkpoint mode (atf-eval CHECKPOINT)")
+    ck.add_argument("checkpoint", nargs="?", default=None,
+                    help="a training checkpoint (<run>/checkpoints/best.pt or last.pt)")
+    ck.add_argument("--subsets", default=None, metavar="A,B",
+                    help="comma-separated test subsets (default: all the dataset has)")
+    add_data_root(ck, "data root holding the test sets (default: the run's data.root)")
+    ck.add_argument("--flip", action="store_true", help="test-time flip averaging")
+    ck.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    files = p.add_argument_group("prediction-file mode (atf-eval --pred P.csv --gt G.csv)")
+    files.add_argument("--pred", default=None, metavar="CSV", help="predictions in the annotation CSV layout")
+    files.add_argument("--gt", default=None, metavar="CSV", help="ground-truth annotation CSV")
+    both = p.add_argument_group("both modes")
+    both.add_argument("--dataset", default=None, metavar="NAME",
+                      help="checkpoint: the head to score (default: the run's target); files: the registry "
+                           "name (default: inferred from the point count)")
+    both.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def _mode(p: argparse.ArgumentParser, a: argparse.Namespace) -> str:
+    """"checkpoint" or "files"; a mix of the two, or neither, is a usage error."""
+    if a.checkpoint and (a.pred or a.gt):
+        p.error("give a CHECKPOINT or --pred/--gt, not both")
+    if a.checkpoint:
+        return "checkpoint"
+    if not (a.pred and a.gt):
+        p.error("give a CHECKPOINT (checkpoint mode) or both --pred and --gt (prediction-file mode)")
+    given = [f"--{k.replace('_', '-')}" for k in CHECKPOINT_ONLY
+             if getattr(a, k) not in (None, False, "auto")]
+    if given:
+        p.error(f"{', '.join(given)} only apply to checkpoint mode")
+    return "files"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and "--pred" not in argv:
+    p = build_parser()
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if _mode(p, a) == "checkpoint":
         from atf.evaluate import checkpoint_main  # the trainer's evaluation of a checkpoint
+        forward = [a.checkpoint, "--device", a.device] + ["--flip"] * a.flip + ["--json"] * a.json
+        for flag, value in (("--dataset", a.dataset), ("--subsets", a.subsets), ("--data-root", a.data_root)):
+            forward += [flag, value] if value else []
         try:
-            return int(checkpoint_main(argv) or 0)
+            return int(checkpoint_main(forward) or 0)
         except ValueError as e:   # CheckpointError, ConfigError, ...: one line, not a traceback
             print(f"atf-eval: {e}", file=sys.stderr)
             return 2
-    ap = argparse.ArgumentParser(prog="atf-eval", description=__doc__.strip().splitlines()[0],
-                                 epilog="atf-eval CHECKPOINT --help: the options of checkpoint evaluation")
-    ap.add_argument("--pred", required=True, help="predictions in the annotation CSV layout")
-    ap.add_argument("--gt", required=True, help="ground-truth annotation CSV")
-    ap.add_argument("--dataset", help="registry name (default: inferred from the point count)")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = ap.parse_args(argv)
     try:
-        dataset, n, m = score_files(args.pred, args.gt, args.dataset)
+        dataset, n, m = score_files(a.pred, a.gt, a.dataset)
     except ValueError as e:   # AnnotationError, DatasetError, MetricError, SchemeError
         print(f"atf-eval: {e}", file=sys.stderr)
         return 2
-    if args.json:
+    if a.json:
         print(json.dumps({"dataset": dataset, "images": n, **m}))
     else:
         print(_table(dataset, n, m))

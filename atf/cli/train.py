@@ -4,6 +4,7 @@
     atf-train configs/demo_atf.yaml --out runs/demo --resume        # continue from runs/demo/checkpoints/last.pt
     atf-train configs/demo_atf.yaml --set optim.lr=5e-4 --set seed=1
     atf-train configs/demo_atf.yaml --smoke                         # tiny data, one epoch: checks the wiring
+    atf-train configs/demo_atf.yaml --data-root /data/real > train.log   # progress lines every 30 s in the log
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from atf import keys
+from atf.cli.common import add_data_root, make_parser
 from atf.config import ConfigError, load_config
 
 SMOKE = {"data.max_train": 16, "data.max_test": 8, "optim.epochs": 1, "finetune.epochs": 1,
@@ -34,21 +36,33 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="atf-train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("config", type=Path)
-    p.add_argument("--out", type=Path, help="output folder (default runs/<config stem>)")
-    p.add_argument("--resume", nargs="?", const="last", default=None,
-                   help="resume from a checkpoint (default: <out>/checkpoints/last.pt)")
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("atf-train", "One training run (baseline, atf, joint or novel) from a YAML config.",
+                    __doc__.split("\n", 2)[2].rstrip())
+    p.add_argument("config", type=Path, help="run config YAML: only what differs from atf/config.py's defaults")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default: runs/<config stem>)")
+    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                   help="resume; without a value from <out>/checkpoints/last.pt (default: start afresh)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted), repeatable")
-    p.add_argument("--smoke", action="store_true", help="tiny data and one epoch")
+                   help="override a config key (dotted, value parsed as YAML), repeatable")
+    add_data_root(p, "data root, the same as --set data.root=DIR (default: the config's data.root)")
+    p.add_argument("--smoke", action="store_true", help="tiny data and one epoch: checks the wiring")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    a = p.parse_args(argv)
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when stdout is not a terminal (a log file), print a progress line (stage, epoch, "
+                        "step, img/s, ETA) this often during training and evaluation; on a terminal: bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    from atf import progress
+    progress.configure(every=a.progress_every)
     try:
         overrides = {**(SMOKE if a.smoke else {}), **parse_sets(a.sets)}
+        if a.data_root:
+            overrides["data.root"] = a.data_root
         cfg = load_config(a.config, overrides)
     except ConfigError as e:
         print(f"atf-train: {e}", file=sys.stderr)
