@@ -7,8 +7,8 @@ upsampling and residual additions count zero. Both of the paper's figures are re
 
 | network, 98-point head       | params (ours / paper) | FLOPs (ours / paper) | conv+linear MACs only |
 |------------------------------|-----------------------|----------------------|-----------------------|
-| OCN, 112 px                  | 1.2283M / 1.228M      | 279.93M / 279.96M    | 272.79M               |
-| HRNet-W18, 256 px            | 9.6623M / 9.663M      | 4.732G / 4.734G      | 4.694G (trunk 4.287G) |
+| OCN, 112 px                  | 1.2284M / 1.228M      | 279.93M / 279.96M    | 272.79M               |
+| HRNet-W18, 256 px            | 9.6625M / 9.663M      | 4.732G / 4.734G      | 4.694G (trunk 4.287G) |
 
 The public HRNet face code's "4.3 GFLOPs" matches the trunk's conv MACs alone (4.287G, no head,
 no batch-norm); its "9.3M" parameters is not reproduced by any split we tried (trunk 9.562M).
