@@ -223,8 +223,13 @@ def write_json(faces: list[Face], meta: dict[str, Any], model: str, path: Path) 
 
 def run(model: str | Path, images: list[str], boxes: str | Path | None = None, out: str | Path = "predictions",
         fmt: Literal["csv", "json"] = "csv", flip: bool = False, detector: Detector = "auto",
-        detector_model: str | Path | None = None, device: str = "cpu") -> list[Face]:
-    """Predict every face of `images`; write landmarks (CSV/JSON) and one annotated PNG per image."""
+        detector_model: str | Path | None = None, device: str = "cpu",
+        skipped: list[str] | None = None) -> list[Face]:
+    """Predict every face of `images`; write landmarks (CSV/JSON) and one annotated PNG per image.
+
+    With a `skipped` list, an image that cannot be read or shows no face is listed there (one line
+    naming it) and the others are still written; without one, the first such image raises.
+    """
     from atf.export import load_exported
     module, meta = load_exported(model, device=device)
     table = read_boxes(boxes) if boxes else None
@@ -233,16 +238,23 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
     faces: list[Face] = []
     pngs: set[str] = set()
     for name in images:
-        img = load_image(Path(name))
-        if img is None:
-            raise FileNotFoundError(f"cannot read image {name}")
-        if table is not None:
-            rows = table.get(name) or table.get(Path(name).name)
-            if not rows:
-                raise ValueError(f"{boxes}: no box row for image {name} (column image must match it or its file name)")
-            found = [(box, where) for box, where in rows]
-        else:
-            found = [detect_face(img, name, detector, detector_model)]
+        try:
+            img = load_image(Path(name))
+            if img is None:
+                raise FileNotFoundError(f"cannot read image {name}")
+            if table is not None:
+                rows = table.get(name) or table.get(Path(name).name)
+                if not rows:
+                    raise NoFaceError(f"{boxes}: no box row for image {name} (column image must match it "
+                                      "or its file name)")
+                found = [(box, where) for box, where in rows]
+            else:
+                found = [detect_face(img, name, detector, detector_model)]
+        except (FileNotFoundError, NoFaceError) as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            continue
         mine = [Face(name, tuple(float(v) for v in box), predict_face(module, meta, img, box, flip, device), where)
                 for box, where in found]
         faces.extend(mine)

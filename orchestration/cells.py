@@ -67,6 +67,8 @@ def identity_dict(cfg: RunConfig, provenance: str | None = None) -> dict[str, An
         d.pop(k)
     for k in _DATA_RUNTIME_ONLY:
         d["data"].pop(k)
+    if d["data"].get("bad_rows") == "refuse":  # the default: clean data trains alike; "skip" may drop rows
+        d["data"].pop("bad_rows")
     d["data"]["provenance"] = data_provenance(cfg) if provenance is None else provenance
     d["model"]["input_size"] = cfg.input_size
     d["model"]["heatmap_size"] = cfg.heatmap_size

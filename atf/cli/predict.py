@@ -14,7 +14,8 @@ __all__ = ["main"]
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atf-predict", description="Landmarks on photos with an exported atf model.")
-    p.add_argument("model", help="exported TorchScript model (atf.export)")
+    p.add_argument("model", help="exported TorchScript model (atf.export). A TorchScript file is a program: it is "
+                   "loaded only from this path, never found or downloaded; give models you exported or trust")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--boxes", help="CSV with columns image, left, top, right, bottom (one row per face)")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
@@ -31,14 +32,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(sys.argv[1:] if argv is None else argv)
     from atf.predict import DetectorUnavailable, NoFaceError, run
+    skipped: list[str] = []  # an image without a face (or unreadable) is named; the others are written
     try:
         faces = run(a.model, a.images, boxes=a.boxes, out=a.out, fmt=a.fmt, flip=a.flip, detector=a.detector,
-                    detector_model=a.detector_model, device=a.device)
+                    detector_model=a.detector_model, device=a.device, skipped=skipped)
     except (FileNotFoundError, ValueError, NoFaceError, DetectorUnavailable) as e:
         print(f"atf-predict: {e}", file=sys.stderr)
         return 2
-    print(f"atf-predict: {len(faces)} face(s) from {len(a.images)} image(s) -> {a.out}")
-    return 0
+    for line in skipped:
+        print(f"atf-predict: skipped: {line}", file=sys.stderr)
+    if len(skipped) == len(a.images):
+        return 2
+    print(f"atf-predict: {len(faces)} face(s) from {len(a.images) - len(skipped)} image(s) -> {a.out}"
+          + (f"; {len(skipped)} image(s) skipped" if skipped else ""))
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":
