@@ -413,9 +413,11 @@ def _with_landmark_box(aset: AnnotationSet) -> AnnotationSet:
 
 def convert_main(argv: list[str]) -> int:
     """`atf-data convert --format FMT SRC --out DIR [--images FOLDER] [--with-box]`."""
-    ap = argparse.ArgumentParser(prog="atf-data convert",
-                                 description="Convert an official native annotation release to the CSV layout.")
-    ap.add_argument("--format", required=True, choices=sorted(FORMATS))
+    from atf.cli.common import HelpFormatter
+    ap = argparse.ArgumentParser(prog="atf-data convert", formatter_class=HelpFormatter,
+                                 description="Convert an official native annotation release to the CSV layout.",
+                                 epilog="example:\n  atf-data convert --format 300w /data/300W --out /data/real")
+    ap.add_argument("--format", required=True, choices=sorted(FORMATS), help="which release SRC is")
     ap.add_argument("src", help="folder (or file) of the native release")
     ap.add_argument("--out", required=True, help="data root; files go to OUT/<dataset>/")
     ap.add_argument("--images", help="folder the image names are relative to (linked as OUT/<dataset>/images)")

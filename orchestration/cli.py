@@ -6,6 +6,10 @@
     atf-sweep sweeps/table_iv.yaml --profile smoke   # the same cells, shrunk, on SynthFace
     atf-sweep sweeps/table_iii.yaml --address ray://head:10001 --mlflow-uri http://head:5000
     atf-sweep submit sweeps/table_iii.yaml --address http://head:8265   # Ray Jobs API
+    atf-sweep sweeps/table_iv.yaml --data-root /data/real     # the real datasets (or export ATF_DATA)
+
+`atf-sweep submit FILE --address http://HEAD:8265 [...]` sends the same sweep to a Ray cluster as a
+job (Ray Jobs API); `atf-sweep submit --help` lists its options.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atf.cli.common import MLFLOW_URI_HELP, add_data_root, make_parser
 from atf.config import ConfigError, protocol_summary
 from orchestration.sweepfile import Sweep, load_sweep, parse_set
 
@@ -23,34 +28,42 @@ __all__ = ["main", "build_parser", "format_cells"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atf-sweep", description="Run an ATF sweep file (Ray Tune + MLflow).")
+    usage = "atf-sweep [options] FILE\n       atf-sweep submit FILE --address http://HEAD:8265 [submit options]"
+    p = make_parser("atf-sweep", "Run an ATF sweep file (Ray Tune + Optuna + MLflow), here or on a Ray "
+                    "cluster; `atf-sweep submit` sends it to a cluster as a Ray job.",
+                    __doc__.split("\n\n", 2)[1].replace("    ", "  ", 1).replace("\n    ", "\n  "))
+    p.usage = usage
     p.add_argument("file", type=Path, help="sweep YAML (sweeps/*.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the cells it would run and exit")
     p.add_argument("--resume", action="store_true",
                    help="continue the last launch of this sweep (after the driver was killed)")
     p.add_argument("--rerun", action="store_true", help="run cells even when MLflow has them finished")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every cell, e.g. --set data.root=/data/real")
+                   help="override a config key in every cell, e.g. --set optim.epochs=5 (repeatable)")
+    add_data_root(p, "data root of every cell, the same as --set data.root=DIR (default: the sweep file's, "
+                     "else $ATF_DATA)")
     p.add_argument("--profile", default=None, metavar="NAME",
                    help="apply sweeps/profiles/NAME.yaml after the sweep file, e.g. smoke (every cell, "
-                        "shrunk, on SynthFace)")
+                        "shrunk, on SynthFace; default: none)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--mlflow-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--experiment", default="atf", help="MLflow experiment name (default: atf)")
+    p.add_argument("--mlflow-uri", default=None, metavar="URI", help=MLFLOW_URI_HELP)
+    p.add_argument("--experiment", default="atf", help="MLflow experiment name")
     p.add_argument("--storage", default=None,
                    help="Tune storage_path: local dir, shared mount or s3:// (default: <cwd>/ray_results)")
     p.add_argument("--max-failures", type=int, default=None, help="retries per trial (default: sweep file)")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="epochs between trial checkpoints, what a retry resumes from (0 = none; default: 1)")
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu")
-    p.add_argument("--max-concurrent", type=int, default=None, help="override max_concurrent")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu (default: sweep file)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (default: sweep file)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="override max_concurrent (default: sweep file, else as many as resources allow)")
     p.add_argument("--base-dir", default=None,
                    help="folder that relative paths (data, store, storage) resolve against (default: cwd)")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between progress lines (trials done/running, each trial's epoch and ETA)")
     return p
 
 
@@ -121,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "submit":
             return _submit(argv[1:])
         args = build_parser().parse_args(argv)
+        if args.data_root:
+            args.sets.append(f"data.root={args.data_root}")
         if args.base_dir:  # a submitted job: the sweep file is in the job's copy, data under base-dir
             args.file = args.file.resolve()
             os.chdir(args.base_dir)
@@ -143,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             storage=args.storage, resume=args.resume, rerun=args.rerun,
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-            progress=not args.quiet, base_dir=args.base_dir, checkpoint_every=args.checkpoint_every)
+            progress=not args.quiet, progress_every=args.progress_every, base_dir=args.base_dir,
+            checkpoint_every=args.checkpoint_every)
         summary = run_sweep(sweep, opts)
         print(summary.line())
         _after(sweep, summary, uri, args.experiment)

@@ -59,6 +59,7 @@ class SweepOptions:
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
     progress: bool = True
+    progress_every: float = 30.0    # seconds between progress blocks (orchestration.progress)
     checkpoint_every: int = 1       # epochs between trial checkpoints (what a retry resumes from); 0 = none
     base_dir: str | None = None     # relative paths resolve here (None = cwd); `submit` sets the submitter's
 
@@ -233,7 +234,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
         def callbacks(label: str, n_trials: int, parent_id: str) -> list[Any]:
             cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent_id, sweep.name, opts.rerun)]
             if opts.progress:
-                cbs.append(ProgressCallback(label, n_trials))
+                cbs.append(ProgressCallback(label, n_trials, every=opts.progress_every))
             return cbs
 
         def run_config(name: str, label: str, n_trials: int, parent_id: str = parent, stop: Any = None) -> Any:
@@ -282,6 +283,9 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
                 run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples,
                                       cell_run, stopper)))
             _reconcile(store, results, cell_run, sweep.name)
+            if stopper.stop_all():
+                store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
+                                      "was stopped (its first samples failed alike)")
             best = choose(list(results))
             if best is not None:
                 _promote(store, c, best, parent, sweep.name, opts.rerun)

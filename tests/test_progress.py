@@ -42,3 +42,37 @@ def test_training_piped_to_a_file_prints_progress(synth_root, tmp_path):
     assert any(", stage " in line for line in moving if "epoch 1/2" in line)   # the rest of the stage
     evals = [line for line in text.splitlines() if "] eval wflw step" in line]
     assert any("img/s" in line and "ETA" in line for line in evals), text[-3000:]
+
+
+def test_sweep_progress_prints_on_a_timer_with_each_trials_epoch_and_eta():
+    import io
+    from types import SimpleNamespace
+
+    from orchestration.progress import ProgressCallback
+    from orchestration.trainable import FINAL, STEP
+
+    now, out = [0.0], io.StringIO()
+    cb = ProgressCallback("demo", 3, stream=out, every=30.0, clock=lambda: now[0])
+
+    def trial(tid: str, epochs: int) -> SimpleNamespace:
+        cell = {"cell_id": f"cell{tid}", "label": f"exp s{tid}", "config": {"optim": {"epochs": epochs}}}
+        return SimpleNamespace(trial_id=tid, config={"cell": cell})
+
+    a, b = trial("0", 10), trial("1", 10)
+    cb.on_trial_start(0, [], a)
+    assert out.getvalue().count("[demo ") == 1 and "exp s0 (cell0)  starting" in out.getvalue()
+    cb.on_trial_start(0, [], b)                          # a state change: no new block
+    cb.on_trial_result(0, [], a, {STEP: 4, "time_total_s": 20.0})
+    now[0] = 10.0
+    cb.on_step_end(0, [])
+    assert out.getvalue().count("[demo ") == 1
+    now[0] = 31.0
+    cb.on_step_end(0, [])                                # the timer: a second block
+    block = out.getvalue().split("[demo ")[-1]
+    assert "0/3 done  2 running  0 failed" in block
+    assert "exp s0 (cell0)  epoch 4/10  20s so far  ETA 30s" in block and "exp s1 (cell1)  starting" in block
+    cb.on_trial_result(0, [], a, {STEP: 10, "time_total_s": 50.0, FINAL: 1.0, "val/nme": 7.5})
+    cb.on_trial_complete(0, [], a)
+    cb.on_experiment_end([])
+    last = out.getvalue().split("[demo ")[-1]
+    assert "1/3 done  1 running  0 failed  best val/nme 7.500 (cell0)  ETA ~" in last

@@ -21,13 +21,15 @@ MLFLOW_URI_HELP = ("MLflow tracking URI: sqlite:///FILE, a folder, or http(s)://
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' layout and appends "(default: X)" to every option whose help does not
-    already say its default (flags are off unless given, which needs no saying)."""
+    already say its default ("none" when it is unset; flags are off unless given, which needs no
+    saying)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or not action.option_strings or action.default in (None, False)
-                or action.default is argparse.SUPPRESS or isinstance(action.default, list) and not action.default):
+        if "default" in text or not action.option_strings or action.nargs == 0 or action.default is argparse.SUPPRESS:
             return text
+        if action.default is None or action.default == []:
+            return f"{text} (default: none)"
         return f"{text} (default: %(default)s)"
 
 

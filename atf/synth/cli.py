@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from atf.cli.common import HelpFormatter
 from atf.synth.generate import SynthError, generate
 from atf.synth.presets import PresetError, presets
 from atf.synth.sheet import SheetError, make_sheet
@@ -41,12 +42,15 @@ def _positive_int(text: str) -> int:
 
 def synth_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="atf-data synth", description="Generate the SynthFace benchmark "
-                                 "(images + annotation CSVs in the real datasets' layout).")
+                                 "(images + annotation CSVs in the real datasets' layout).",
+                                 formatter_class=HelpFormatter,
+                                 epilog="example:\n  atf-data synth --out data/synth --scale 0.02 --seed 0")
     ap.add_argument("--out", type=Path, required=True, help="output folder (DIR/<dataset>/...)")
     ap.add_argument("--scale", type=_positive_float, default=0.02, help="fraction of the real sizes (0.02 = demo)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the benchmark is byte-identical per seed")
     ap.add_argument("--presets", default=",".join(presets()), help="comma-separated: wflw,300w,cofw,aflw")
-    ap.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 1),
+                    help="processes rendering images (the output does not depend on it)")
     ap.add_argument("--force", action="store_true", help="replace a folder holding another dataset")
     ap.add_argument("--skip-existing", action="store_true", help="do nothing when DIR holds this dataset")
     args = ap.parse_args(argv)
@@ -66,8 +70,10 @@ def synth_main(argv: list[str] | None = None) -> int:
 
 def sheet_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="atf-data sheet", description="Contact sheet of samples per dataset "
-                                 "with their landmarks drawn.")
-    ap.add_argument("--data", type=Path, required=True, help="folder holding <dataset>/face_landmarks_*.csv")
+                                 "with their landmarks drawn.", formatter_class=HelpFormatter,
+                                 epilog="example:\n  atf-data sheet --data-root data/synth --out sheet.png")
+    ap.add_argument("--data-root", "--data", dest="data", type=Path, required=True, metavar="DIR",
+                    help="data root holding <dataset>/face_landmarks_*.csv")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--per-preset", type=_positive_int, default=6, help="images per dataset row")
     ap.add_argument("--cell", type=_positive_int, default=176, help="tile side in pixels")
