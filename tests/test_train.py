@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from atf import keys
-from atf.config import RunConfig, override
+from atf import datasets, keys, metrics
+from atf.checkpoint import load_checkpoint
+from atf.config import RunConfig, from_dict, override
+from atf.models import build_model
+from atf.readers import read_csv
+from atf.schemes import similar_pairs
 from atf.train import train
 
 TINY = {"data.max_train": 24, "data.max_test": 8, "data.val_fraction": 0.25, "optim.epochs": 2,
@@ -27,10 +34,14 @@ def test_baseline_reports_every_wflw_subset(synth_root, tmp_path):
     res = train(tiny(synth_root), tmp_path / "run", on_epoch=epochs.append)
     assert [r.epoch for r in epochs] == [1, 2]
     assert all(keys.VAL_NME in r.metrics and r.checkpoint.is_file() for r in epochs)
-    for subset in ("full", "largepose", "expression", "illumination", "makeup", "occlusion", "blur"):
-        nme = res.metrics[keys.test_metric("wflw", subset, keys.NME)]
-        assert 0 < nme < 200
-        assert 0 <= res.metrics[keys.test_metric("wflw", subset, keys.AUC)] <= 1
+    for subset in ("full", *keys.WFLW_ATTRIBUTES):
+        # the reported numbers are those of the written predictions against the ground truth
+        pred = read_csv(tmp_path / "run" / keys.pred_artifact("wflw", subset))
+        gt = datasets.load_split("wflw", "test", subset, root=synth_root)
+        gt = gt.subset([gt.images.index(name) for name in pred.images])
+        errors = metrics.nme(pred.landmarks, gt.landmarks, datasets.normalizers(gt))
+        for m, value in metrics.summarize(errors).items():
+            assert res.metrics[keys.test_metric("wflw", subset, m)] == pytest.approx(value, rel=1e-6, abs=1e-9)
     assert (tmp_path / "run" / keys.ced_artifact("wflw", "full")).is_file()
     assert (tmp_path / "run" / keys.pred_artifact("wflw", "full")).is_file()
     assert res.exported_model is not None and res.exported_model.is_file()
@@ -38,12 +49,30 @@ def test_baseline_reports_every_wflw_subset(synth_root, tmp_path):
     assert saved["metrics"] == pytest.approx(res.metrics)
 
 
-def test_atf_l_mb_and_l_at_differ(synth_root, tmp_path):
+def _head_disagreement(run: Path, a: str, b: str) -> float:
+    """Mean distance (crop units) between the similar points heads `a` and `b` of the best
+    checkpoint predict for the same inputs (fixed noise images: a property of the weights)."""
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    cfg = from_dict(RunConfig, state["run_config"])
+    model = build_model(cfg.model, state["heads"], cfg.input_size, cfg.heatmap_size)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = torch.randn(16, 3, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x, heads=[a, b])
+    pairs = similar_pairs(datasets.get_dataset(a).scheme, datasets.get_dataset(b).scheme)
+    return (out[a][:, pairs[:, 0]] - out[b][:, pairs[:, 1]]).norm(dim=-1).mean().item()
+
+
+def test_l_mb_pulls_the_heads_similar_points_together(synth_root, tmp_path):
+    """L_MB's similar-point term (eq. 3-5) makes the target and auxiliary heads agree on the
+    similar landmarks; L_AT has no such term (measured: 17% closer after two tiny epochs)."""
     mb = train(tiny(synth_root, scenario="atf", aux=["aflw"]), tmp_path / "mb")
     at = train(tiny(synth_root, scenario="atf", aux=["aflw"], **{"loss.mixed": False}), tmp_path / "at")
     k = keys.test_metric("wflw", "full", keys.NME)
     assert np.isfinite(mb.metrics[k]) and np.isfinite(at.metrics[k])
-    assert mb.metrics[k] != at.metrics[k]  # the similar-point term changes training
+    mb_gap, at_gap = (_head_disagreement(tmp_path / r, "wflw", "aflw") for r in ("mb", "at"))
+    assert mb_gap < 0.9 * at_gap, (mb_gap, at_gap)
 
 
 def test_same_seed_same_numbers(synth_root, tmp_path):
@@ -76,14 +105,16 @@ def test_resume_matches_uninterrupted(synth_root, tmp_path):
 
 def test_joint_and_novel_scenarios(synth_root, tmp_path):
     stages = []
+    start = time.monotonic()
     res = train(tiny(synth_root, scenario="novel", aux=["cofw"], novel="300w"), tmp_path / "novel",
                 on_epoch=lambda r: stages.append(r.stage))
+    wall = time.monotonic() - start
     assert sorted(set(stages)) == [0, 1, 2, 3]  # main, joint fine-tune, novel head, from-scratch
     for ds, subset in (("wflw", "full"), ("cofw", "full"), ("300w", "full"), ("300w", "challenge")):
         assert keys.test_metric(ds, subset, keys.NME) in res.metrics
     assert keys.test_metric("300w" + keys.SCRATCH_SUFFIX, "full", keys.NME) in res.metrics
-    assert res.metrics[keys.time_metric("novel_head")] > 0
-    assert res.metrics[keys.time_metric("novel_scratch")] > 0
+    phases = [res.metrics[keys.time_metric(p)] for p in ("novel_head", "novel_scratch")]
+    assert all(0 < s for s in phases) and sum(phases) < wall, (phases, wall)  # disjoint parts of the run
     joint = train(tiny(synth_root, scenario="joint", aux=["cofw"]), tmp_path / "joint")
     assert keys.test_metric("cofw", "full", keys.NME) in joint.metrics
 
@@ -128,7 +159,7 @@ def test_unreadable_image_fails_clearly_or_is_counted(synth_root, tmp_path):
     with pytest.raises(Exception, match=r"cannot read image .*" + train_set.images[0].split("/")[-1]):
         train(cfg, tmp_path / "strict")
     res = train(override(cfg, {"data.skip_unreadable": True}), tmp_path / "lenient")
-    assert any("skipped 1 unreadable" in n for n in res.notes) or any("unreadable" in n for n in res.notes)
+    assert any("skipped 1 unreadable" in n for n in res.notes), res.notes
 
 
 def test_heatmap_backbone_end_to_end(synth_root, tmp_path):
