@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import yaml
@@ -216,8 +216,9 @@ def csv_path(name: str, split: str, subset: str = "full", paths: DatasetPaths | 
 
 
 def load_split(name: str, split: str, subset: str = "full", root: str | Path | DataConfig | None = None,
-               paths: DatasetPaths | None = None) -> AnnotationSet:
-    """Read one split/subset of a dataset as an AnnotationSet (point count checked).
+               paths: DatasetPaths | None = None, skip_rows: Collection[int] = ()) -> AnnotationSet:
+    """Read one split/subset of a dataset as an AnnotationSet (point count checked); `skip_rows`
+    (1-based data rows) are left out (atf.datacheck's bad rows under data.bad_rows: skip).
 
     `root` may be a DataConfig: its per-dataset paths and registry files are honoured.
     """
@@ -225,7 +226,7 @@ def load_split(name: str, split: str, subset: str = "full", root: str | Path | D
         apply_registry(root)
     spec = get_dataset(name)
     path = csv_path(name, split, subset, paths=paths, root=root)
-    return read_csv(path, dataset=spec.name, scheme=spec.scheme)
+    return read_csv(path, dataset=spec.name, scheme=spec.scheme, skip_rows=skip_rows)
 
 
 def normalizers(aset: AnnotationSet) -> np.ndarray:

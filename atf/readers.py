@@ -17,7 +17,7 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Collection, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,8 +131,9 @@ def _layout(header: list[str], path: Path) -> tuple[Style, list[str], int]:
 
 
 def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
-             num_points: int | None = None) -> AnnotationSet:
-    """Read one annotation CSV. `num_points` (or the scheme's) is checked when given."""
+             num_points: int | None = None, skip_rows: Collection[int] = ()) -> AnnotationSet:
+    """Read one annotation CSV. `num_points` (or the scheme's) is checked when given; `skip_rows`
+    (1-based data rows, blank lines not counted) are left out unread."""
     path = Path(path)
     try:
         with path.open(newline="") as f:
@@ -147,11 +148,11 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
         num_points = get_scheme(scheme).num_points
     if num_points is not None and k != num_points:
         raise AnnotationError(f"{path}: header has {k} points, scheme {scheme or '?'} expects {num_points}")
-    fast = _fast_table(path, len(header))
+    fast = None if skip_rows else _fast_table(path, len(header))
     if fast is not None:
         images, values = fast
     else:
-        images, values = _checked_table(path, header, style)
+        images, values = _checked_table(path, header, style, set(skip_rows))
     n = len(images)
     col = {c: values[:, i] for i, c in enumerate(scalars)}
     lm = values[:, len(scalars):].reshape(n, k, 2)
@@ -200,14 +201,17 @@ def _fast_table(path: Path, width: int) -> tuple[tuple[str, ...], np.ndarray] | 
     return tuple(names.tolist()), values
 
 
-def _checked_table(path: Path, header: list[str], style: Style) -> tuple[tuple[str, ...], np.ndarray]:
-    """Row-by-row reader that reports the first bad row (1-based) and column."""
+def _checked_table(path: Path, header: list[str], style: Style,
+                   skip: set[int] = frozenset()) -> tuple[tuple[str, ...], np.ndarray]:
+    """Row-by-row reader that reports the first bad row (1-based) and column; `skip` rows are dropped."""
     try:
         with path.open(newline="") as f:
             rows = list(csv.reader(f))[1:]
     except (UnicodeDecodeError, csv.Error) as e:
         raise AnnotationError(f"{path}: not a readable CSV ({e})") from None
     rows = [r for r in rows if r]   # blank lines carry no face
+    if skip:
+        rows = [r for i, r in enumerate(rows, start=1) if i not in skip]
     width = len(header)
     for r, row in enumerate(rows):
         if len(row) != width:

@@ -29,8 +29,9 @@ __all__ = ["RunData"]
 class RunData:
     """Splits, schemes and torch datasets of every dataset a run touches."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, skip: dict[str, set[int]] | None = None) -> None:
         self.cfg = cfg
+        self.skip = skip or {}  # csv path -> bad data rows to leave out (atf.datacheck, data.bad_rows: skip)
         self.notes: list[str] = []
         self.skipped = 0
         self._train: dict[str, AnnotationSet] = {}
@@ -54,7 +55,8 @@ class RunData:
         return datasets.images_dir(name, root=self.cfg.data)
 
     def load(self, name: str, split: str, subset: str = "full") -> AnnotationSet:
-        return datasets.load_split(name, split, subset, root=self.cfg.data)
+        rows = self.skip.get(str(datasets.csv_path(name, split, subset, root=self.cfg.data))) if self.skip else None
+        return datasets.load_split(name, split, subset, root=self.cfg.data, skip_rows=rows or ())
 
     def train_size(self, name: str) -> int:
         return len(self._train[name].images)

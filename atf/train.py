@@ -37,6 +37,8 @@ import torch
 from atf import keys
 from atf.checkpoint import load_checkpoint, load_resumable, rng_state, save_checkpoint, set_rng_state
 from atf.config import ConfigError, RunConfig, from_dict, to_dict
+from atf.datacheck import PROBLEMS_FILE
+from atf.datacheck import enforce as enforce_data_policy
 from atf.evaluate import evaluate_head, report_tests
 from atf.losses import LossWeights, mixed_branch_terms
 from atf.models import build_model
@@ -119,7 +121,11 @@ class _Run:
         self.device = pick_device(cfg.device)
         self.ckpt_dir = self.out / "checkpoints"
         check_pretrained(cfg.model.backbone, cfg.model.pretrained)   # before any data is read
-        self.data = RunData(cfg)
+        skip = enforce_data_policy(cfg, self.out)  # bad rows: refused naming them, or skipped and listed
+        self.data = RunData(cfg, skip)
+        if skip:
+            self.data.notes.append(f"data.bad_rows=skip: {sum(map(len, skip.values()))} bad row(s) skipped "
+                                   f"(listed in {PROBLEMS_FILE})")
         self.kind = cfg.loss_kind
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, {d: self.data.num_points(d) for d in cfg.datasets},
