@@ -128,11 +128,18 @@ def test_bad_table_ids():
         parse_table_ids("IV,XI")
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; fails on anything that is not a PNG."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", f"{path}: not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 # -- cells ---------------------------------------------------------------------------------------
 
 def test_relative_change_and_spread():
     assert math.isclose(relative_change(3.17, 3.32, False), 4.518, rel_tol=1e-3)  # the paper's 4.5%
-    assert relative_change(0.56, 0.54, True) > 0
+    assert relative_change(0.56, 0.54, True) == pytest.approx(100 * 0.02 / 0.54)  # AUC: higher is better
     a, b = Stat(3.0, 0.1, 2, ("0", "1"), ("a", "b")), Stat(3.5, 0.1, 2, ("0", "1"), ("c", "d"))
     assert exceeds_spread(a, b) is True
     assert exceeds_spread(a, Stat(3.1, 0.1, 2, ("0", "1"), ("e", "f"))) is False
@@ -285,7 +292,10 @@ def test_report_tex_compiles_and_fits_the_columns(store, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     log = (out / "report.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log and "Float too large" not in log
-    assert (out / "report.pdf").stat().st_size > 10_000
+    typeset = log.replace("\n", "")     # TeX wraps its log at 79 columns, file names included
+    assert [tid for tid in TABLE_IDS if f"table_{tid}.tex" not in typeset] == []   # every table read
+    assert re.search(r"Output written on report\.pdf \(\d+ pages?", typeset)
+    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -301,8 +311,9 @@ def test_cli_writes_tables_index_and_figures(store, tmp_path, capsys):
     index = (out / "index.md").read_text()
     assert "[md](table_IV.md)" in index and "[tex](table_I.tex)" in index
     assert "[report.tex](report.tex)" in index and (out / "report.tex").is_file()
-    assert (out / "figures" / "ced_I_wflw_full.png").stat().st_size > 1000
-    assert (out / "figures" / "fig5_I_wflw_full.png").stat().st_size > 1000
+    assert _png_size(out / "figures" / "ced_I_wflw_full.png") == (500, 360)       # 5 x 3.6 in at 100 dpi
+    width, height = _png_size(out / "figures" / "fig5_I_wflw_full.png")          # 10 x 2.6 in per pair
+    assert width == 1000 and height % 260 == 0 and height > 0, (width, height)
     assert "figures/ced_I_wflw_largepose.png" in (out / "table_I.md").read_text()
     assert "lack metric" in capsys.readouterr().err
 
@@ -371,7 +382,7 @@ def test_fig5_skips_with_a_note_when_images_are_missing(store, tmp_path):
         path, why = comparison_figure(result, moved, cache, tmp_path)
         assert path is None and why.startswith("Fig. 5 skipped") and "elsewhere" in why
         path, why = comparison_figure(result, runs, cache, tmp_path)
-        assert path is not None and path.stat().st_size > 1000 and why == ""
+        assert path is not None and _png_size(path)[0] == 1000 and why == ""
     finally:
         cache.close()
     assert not cache.dir.exists()
@@ -396,7 +407,7 @@ def test_within_spread_mark_in_markdown_and_latex():
     runs = Runs("mem", pd.DataFrame(rows, columns=list(RUN_COLUMNS)), pd.DataFrame(metrics))
     r = compute_table(load_tables()["V"], runs)
     cw = r.cell(0, "CW", "ocn")
-    assert cw.delta_exceeds_spread is False and cw.delta > 0
+    assert cw.delta_exceeds_spread is False and cw.delta == pytest.approx(100 * (3.50 - 3.47) / 3.50)
     grid = _md_table(render_markdown(r, [], []))
     cw = next(i for i, row in enumerate(grid) if row[0] == "ATF<sub>CW</sub>")
     assert grid[cw][2] == "**3.47 ± 0.04**"
