@@ -118,7 +118,7 @@ def test_cli_train_refuses_bad_data_and_bad_ranges(damaged, tmp_path):
     out = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "wflw_train_with_box.csv: row 2" in out.stderr
     for bad, key in (("optim.lr=-0.001", "optim.lr: -0.001 is out of range"),
-                     ("optim.lr=1.0e30", "optim.lr: 1e+30 is out of range"),
+                     ("optim.lr=1.0e+30", "optim.lr: 1e+30 is out of range"),
                      ("augment.flip=1.5", "augment.flip: 1.5 is out of range")):
         out = subprocess.run([*run, "--set", bad], capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and key in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
