@@ -187,8 +187,9 @@ def test_sheet(synth_root, tmp_path):
     assert img.shape == (4 * 176, 3 * 176, 3)
     assert img.std() > 20
     assert sheet_main(["--data", str(tmp_path / "nothing"), "--out", str(out)]) == 2
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         sheet_main(["--data", str(synth_root), "--out", str(out), "--per-preset", "0"])
+    assert e.value.code == 2    # a usage error, not a crash
 
 
 def test_preset_order_does_not_matter(tmp_path):
