@@ -90,6 +90,17 @@ def _aset(dataset: str, source: str, images: list[str], lm: np.ndarray, boxes: n
                    else np.full(n, np.nan, np.float32)))
 
 
+def _finite(cells: list, where: str, what: str) -> np.ndarray:
+    """Float64 array of text cells; NativeFormatError naming `where` if one is not a finite number."""
+    try:
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:
+        raise NativeFormatError(f"{where}: non-numeric {what}") from None
+    if not np.isfinite(values).all():
+        raise NativeFormatError(f"{where}: non-finite {what}")
+    return values
+
+
 # -- WFLW ------------------------------------------------------------------------------------
 
 def _read_wflw_list(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -105,12 +116,7 @@ def _read_wflw_list(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.n
         if len(parts) != 196 + 4 + 6 + 1:
             raise NativeFormatError(f"{path}: line {no}: {len(parts)} fields, expected 207 "
                                     "(196 coordinates, 4 box, 6 attributes, image path)")
-        try:
-            vals = np.array(parts[:206], dtype=np.float64)
-        except ValueError:
-            raise NativeFormatError(f"{path}: line {no}: non-numeric coordinate/box/attribute") from None
-        if not np.isfinite(vals).all():
-            raise NativeFormatError(f"{path}: line {no}: non-finite value")
+        vals = _finite(parts[:206], f"{path}: line {no}", "coordinate/box/attribute")
         lms.append(vals[:196])
         boxes.append(vals[196:200])
         attrs.append(vals[200:206])
@@ -164,13 +170,7 @@ def read_pts(path: Path) -> np.ndarray:
     k = int(m.group(1))
     if len(rows) != k or any(len(r) != 2 for r in rows):
         raise NativeFormatError(f"{path}: expected {k} lines of 'x y' between the braces, got {len(rows)}")
-    try:
-        pts = np.array(rows, dtype=np.float64)
-    except ValueError:
-        raise NativeFormatError(f"{path}: non-numeric coordinate") from None
-    if not np.isfinite(pts).all():
-        raise NativeFormatError(f"{path}: non-finite coordinate")
-    return pts - 1.0
+    return _finite(rows, str(path), "coordinate") - 1.0
 
 
 def _300w_subset(rel: Path) -> str | None:
