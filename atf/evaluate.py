@@ -149,9 +149,7 @@ def report_tests(model: torch.nn.Module, head: str, data: RunData, device: torch
         curve = metrics.ced(ev.errors, CED_RANGE, steps=501)  # AUC/FR use 0.1; the curve shows more
         rep.ced[(head, subset)] = curve
         if out_dir is not None:
-            ced_path = Path(out_dir) / keys.ced_artifact(head, subset)
-            ced_path.parent.mkdir(parents=True, exist_ok=True)
-            np.savetxt(ced_path, curve, delimiter=",", header="threshold,fraction", comments="", fmt="%.6f")
+            metrics.write_ced(Path(out_dir) / keys.ced_artifact(head, subset), curve)
             pred_path = Path(out_dir) / keys.pred_artifact(head, subset)
             pred_path.parent.mkdir(parents=True, exist_ok=True)
             write_csv(dataclasses.replace(ds.aset, landmarks=ev.pred.astype(np.float32)), pred_path)

@@ -1,21 +1,28 @@
-"""Sweep overhead: N tiny trials through `atf-sweep` vs the same trainer calls in one process.
+"""Sweep overhead and scaling: serial loop, bare Ray Tune and `atf-sweep`, side by side.
 
-Three wall times over the same N cells (tiny baselines on SynthFace, seeds 0..N-1):
-  serial      atf.train.train called N times, one after another, in this process
-  sweep x1    `atf-sweep` with one trial at a time (Ray start, Tune, MLflow logging included)
-  sweep xP    `atf-sweep` with P trials at a time (P = CPUs, one CPU per trial)
-Per-trial overhead = (sweep x1 - serial) / N; speed-up = sweep x1 / sweep xP.
-Prints a Markdown table with the machine.
+The same N tiny OCN baselines (SynthFace, seeds 0..N-1, 1 CPU each) run as
+  serial        `atf.train.train` called N times in one process (1 torch thread), the anchor
+  bare Tune x1/x2  a plain `Tuner` (reused actors, Tune's defaults otherwise) over a minimal
+                trainable: the same train() call, per-epoch `tune.report`, threads per atf.threads
+  atf-sweep x1/x2  the `atf-sweep` command (fresh process, fresh MLflow store), 1 or 2 trials at a time
+Each is repeated --repeats times; the table shows min and median of the wall time and of the
+trials' phase (first trial's start to last trial's end, from the trainer's own timestamps via
+bench/_timed.py), and splits atf-sweep's wall into before / during / after the trials.
+Ends with two lines a script can read (medians):
+  overhead per trial over serial: X s   = (atf-sweep x1 trials' phase - serial) / N
+                                          (steady state: the fixed start-up is shown apart)
+  two concurrent vs one at a time: Y x  = atf-sweep x1 trials' phase / x2 trials' phase
 
-    python bench/bench_sweep.py --data data/synth --trials 4 --epochs 2
-    python bench/bench_sweep.py --quick        # smoke: 2 trials, 1 epoch
+    python bench/bench_sweep.py --trials 4 --epochs 6 --max-train 96 --repeats 3
+    python bench/bench_sweep.py --quick          # smoke: 2 trials, 1 epoch, 1 repeat
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,86 +30,146 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-SWEEP = """
-name: bench
-base:
-  data: {{root: {root}, max_train: {max_train}, max_test: 16, cache_images: true}}
-  model: {{width_mult: 0.25, input_size: 48}}
-  optim: {{epochs: {epochs}, batch_size: 16}}
-resources: {{cpu: 1}}
-max_concurrent: {concurrent}
-tables: [I]
-set: {{scenario: baseline}}
-repeats: {trials}
-"""
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
 
 
-def serial(sweep_file: Path, out: Path) -> float:
-    """The same cells, trained back to back in this process (torch limited to one thread)."""
-    import torch
+def _env(stamps: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["ATF_SWEEP_TRAINER"] = "_timed:train"
+    env["ATF_BENCH_STAMPS"] = str(stamps)
+    return env
 
+
+def _phase(stamps: Path) -> tuple[float, float]:
+    """(first start, last end) of the trainer calls recorded in `stamps`."""
+    rows = [json.loads(line) for line in stamps.read_text().splitlines() if line.strip()]
+    return min(r["start"] for r in rows), max(r["end"] for r in rows)
+
+
+def serial(sweep: Path, out: Path) -> tuple[float, float]:
+    """In this process (imports not counted): wall of the loop = its trials' phase."""
+    from atf.threads import configure_threads
     from atf.train import train
     from orchestration.sweepfile import load_sweep, resolve_paths
-    torch.set_num_threads(1)
-    cells = load_sweep(sweep_file).cells()
+    configure_threads(1)
+    cells = load_sweep(sweep).cells()
     t = time.perf_counter()
     for c in cells:
-        train(resolve_paths(c.config, Path.cwd()), out / c.cell_id)
-    return time.perf_counter() - t
-
-
-def through_sweep(sweep_file: Path, work: Path, cpus: int) -> float:
-    work.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "orchestration.cli", str(sweep_file), "--num-cpus", str(cpus), "--quiet",
-           "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", "--storage", str(work / "ray_results")]
-    t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        train(resolve_paths(c.config, ROOT), out / c.cell_id)
     wall = time.perf_counter() - t
+    return wall, wall
+
+
+def _bare_main(sweep: str, out: str, concurrent: int, cpus: int) -> int:
+    """Child process of `bare`: ray.init, a plain Tuner, ray.shutdown."""
+    import ray
+    from ray import tune
+
+    from atf.config import to_dict
+    from orchestration.sweepfile import load_sweep, resolve_paths
+    configs = [to_dict(resolve_paths(c.config, ROOT)) for c in load_sweep(Path(sweep)).cells()]
+
+    def trainable(config: dict) -> None:
+        import _timed
+        from ray import tune as t
+
+        from atf.config import RunConfig, from_dict
+        from atf.threads import configure_threads
+        configure_threads(1)
+        cfg = from_dict(RunConfig, config["cfg"])
+        folder = Path(out) / t.get_context().get_trial_id()
+        _timed.train(cfg, folder, on_epoch=lambda r: t.report({"epoch": r.epoch, **{
+            k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float))}}))
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"cfg": tune.grid_search(configs)},
+                   tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                   run_config=tune.RunConfig(storage_path=str(Path(out) / "ray"), verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def _timed_child(cmd: list[str], cwd: Path, stamps: Path) -> tuple[float, float, float]:
+    """(wall, trials' phase, seconds before the first trial) of a child process."""
+    t0 = time.time()
+    out = subprocess.run(cmd, cwd=cwd, env=_env(stamps), capture_output=True, text=True)
+    t1 = time.time()
     if out.returncode != 0:
-        raise SystemExit(f"atf-sweep failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return wall
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    first, last = _phase(stamps)
+    return t1 - t0, last - first, first - t0
 
 
-def main() -> int:
+def bare(sweep: Path, work: Path, concurrent: int, cpus: int) -> tuple[float, float, float]:
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--bare-child", str(sweep), str(work), str(concurrent), str(cpus)]
+    return _timed_child(cmd, ROOT, work / "stamps.jsonl")
+
+
+def through_sweep(sweep: Path, work: Path, concurrent: int, cpus: int) -> tuple[float, float, float]:
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "orchestration.cli", str(sweep), "--num-cpus", str(cpus), "--quiet",
+           "--max-concurrent", str(concurrent), "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}",
+           "--storage", str(work / "ray_results")]
+    return _timed_child(cmd, ROOT, work / "stamps.jsonl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--bare-child":
+        s, o, c, n = sys.argv[2:6]
+        return _bare_main(s, o, int(c), int(n))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT / "data" / "synth"), help="SynthFace root (atf-data synth)")
+    p.add_argument("--data", default=str(ROOT / "data" / "synth"), help="SynthFace root (generated if absent)")
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "atf-bench-stores")
     p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--max-train", type=int, default=32)
-    p.add_argument("--quick", action="store_true", help="2 trials, 1 epoch (smoke)")
-    args = p.parse_args()
-    if args.quick:
-        args.trials, args.epochs = 2, 1
-    cpus = os.cpu_count() or 1
-    root = Path(args.data).resolve()
-    if not (root / "synthface.json").is_file():
-        raise SystemExit(f"{root}: no SynthFace data; run: atf-data synth --out {args.data} --scale 0.02 --seed 0")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--max-train", type=int, default=96)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (two 1-CPU trials at once)")
+    p.add_argument("--quick", action="store_true", help="2 trials, 1 epoch, 16 images, 1 repeat (smoke)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.trials, a.epochs, a.max_train, a.repeats = 2, 1, 16, 1
+    from _machine import machine_line
+    from _seed import synth_root, tiny_sweep
+    root = synth_root(a.data, a.cache)
+    kinds = ["serial", "bare x1", "bare x2", "atf-sweep x1", "atf-sweep x2"]
+    res: dict[str, list[tuple[float, float, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="atf-bench-sweep-") as tmp:
         tmp = Path(tmp)
-        files = {}
-        for name, conc in (("x1", 1), ("xP", cpus)):
-            files[name] = tmp / f"bench_{name}.yaml"
-            files[name].write_text(SWEEP.format(root=root, max_train=args.max_train, epochs=args.epochs,
-                                                concurrent=conc, trials=args.trials))
-        t_serial = serial(files["x1"], tmp / "serial")
-        t_x1 = through_sweep(files["x1"], tmp / "x1", cpus)
-        t_xp = through_sweep(files["xP"], tmp / "xP", cpus)
-    import ray
-    import torch
-    n = args.trials
-    print(f"\n**Machine:** {platform.platform()}, {platform.processor() or platform.machine()}, {cpus} CPUs, "
-          f"Python {platform.python_version()}, torch {torch.__version__}, Ray {ray.__version__}\n")
-    print(f"Trials: {n} tiny baselines (OCN width 0.25, 48 px, {args.max_train} train images, "
-          f"{args.epochs} epochs), SynthFace at {root}\n")
-    print("| run | wall (s) | per trial (s) | vs serial |")
-    print("|---|---:|---:|---:|")
-    print(f"| serial, one process | {t_serial:.1f} | {t_serial / n:.1f} | 1.00x |")
-    print(f"| atf-sweep, 1 at a time | {t_x1:.1f} | {t_x1 / n:.1f} | {t_serial / t_x1:.2f}x |")
-    print(f"| atf-sweep, {cpus} at a time | {t_xp:.1f} | {t_xp / n:.1f} | {t_serial / t_xp:.2f}x |")
-    print(f"\nPer-trial overhead of the sweep (x1 - serial) / N: {(t_x1 - t_serial) / n:.1f} s "
-          f"(includes the one-off Ray start and MLflow store setup, spread over {n} trials); "
-          f"speed-up from {cpus} parallel trials: {t_x1 / t_xp:.2f}x")
+        sweep = tiny_sweep(tmp / "bench.yaml", root, a.trials, a.epochs, a.max_train, 1)
+        for r in range(a.repeats):  # interleaved, so a load change hits every kind alike
+            w, ph = serial(sweep, tmp / f"serial{r}")
+            res["serial"].append((w, ph, 0.0))
+            for c in (1, 2):
+                res[f"bare x{c}"].append(bare(sweep, tmp / f"bare{c}-{r}", c, a.cpus))
+                res[f"atf-sweep x{c}"].append(through_sweep(sweep, tmp / f"sweep{c}-{r}", c, a.cpus))
+    med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in res.items()}
+    low = {k: tuple(min(x[i] for x in v) for i in range(3)) for k, v in res.items()}
+    n = a.trials
+    print(f"\n{machine_line()}\n")
+    print(f"{n} tiny OCN baselines (width 0.25, 48 px, {a.max_train} train images, {a.epochs} epochs), "
+          f"1 CPU each, Ray with {a.cpus} CPUs; {a.repeats} repeat(s): min / median\n")
+    print("| run | wall (s) | trials' phase (s) | before first trial (s) | after last trial (s) | "
+          "phase per trial (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in kinds:
+        (w0, p0, _), (w1, p1, b1) = low[k], med[k]
+        after = w1 - p1 - b1
+        print(f"| {k} | {w0:.1f} / {w1:.1f} | {p0:.1f} / {p1:.1f} | {b1:.1f} | {after:.1f} | {p1 / n:.2f} |")
+    ser = med["serial"][1]
+    x1, x2 = med["atf-sweep x1"], med["atf-sweep x2"]
+    b1, b2 = med["bare x1"], med["bare x2"]
+    print(f"\natf-sweep vs bare Tune, one at a time (wall): {x1[0] / b1[0]:.2f} x; "
+          f"bare Tune two concurrent vs one at a time (phase): {b1[1] / b2[1]:.2f} x; "
+          f"atf-sweep fixed cost (wall - phase, counted once): {x1[0] - x1[1]:.1f} s")
+    print(f"overhead per trial over serial: {(x1[1] - ser) / n:.2f} s")
+    print(f"two concurrent vs one at a time: {x1[1] / x2[1]:.2f} x")
     return 0
 
 

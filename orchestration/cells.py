@@ -32,7 +32,7 @@ __all__ = [
     "data_provenance", "loss_tag", "proportions_tag",
 ]
 
-TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
+TABLES = keys.TABLES
 ID_LENGTH = 12
 
 _RUNTIME_ONLY = ("device",)

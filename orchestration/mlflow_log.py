@@ -40,7 +40,7 @@ __all__ = ["TrackingStore", "default_uri", "flat_params", "with_retry", "TAG_ERR
            "runs_url", "ui_command", "ced_figure"]
 
 TAG_ERROR = keys.TAG_ERROR           # last error of a failed trial (one line)
-TAG_CHOSEN_FROM = "atf.chosen_from"  # tuned cell: run id of the search sample it reports
+TAG_CHOSEN_FROM = keys.TAG_CHOSEN_FROM  # tuned cell: run id of the search sample it reports
 _PARENT = "mlflow.parentRunId"
 _RUN_NAME = "mlflow.runName"
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3: the training-runs UI
@@ -74,8 +74,9 @@ def ced_figure(csv_path: Path, title: str) -> Any:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-    data = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+
+    from atf.metrics import read_ced
+    data = read_ced(csv_path)
     fig, ax = plt.subplots(figsize=(4.5, 3.4), dpi=100)
     ax.plot(data[:, 0] * (100 if data[-1, 0] <= 1 else 1), data[:, 1], lw=1.8)
     ax.set_xlabel("NME (%)")
@@ -244,7 +245,7 @@ class TrackingStore:
             except Exception:  # noqa: BLE001 - deleted or another store: start a new parent
                 pass
         tags = {keys.TAG_KIND: "sweep", keys.TAG_SWEEP: sweep_name, keys.TAG_STATUS: "running",
-                "atf.sweep_file": sweep_file}
+                keys.TAG_SWEEP_FILE: sweep_file}
         run = with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=sweep_name))
         for f in files:
             if Path(f).is_file():

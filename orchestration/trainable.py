@@ -36,6 +36,7 @@ import numpy as np
 
 from atf import keys
 from atf.config import RunConfig, from_dict, to_dict
+from atf.metrics import write_ced
 
 __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
@@ -43,11 +44,11 @@ __all__ = [
     "trainer", "scratch_dir", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
 ]
 
-FINAL = "atf/final"        # 1.0 on the last report of a trial (carries the test metrics)
-STEP = "atf/step"          # epoch counted across stages: the MLflow step
-FAILED = "atf/failed"      # 1.0 on the terminal result of a deterministic failure (not retried)
-ERROR = "atf/error"        # its one-line reason (a string)
-ERROR_KIND = "atf/error_kind"  # its exception class name
+FINAL = keys.RESULT_FINAL  # 1.0 on the last report of a trial (carries the test metrics)
+STEP = keys.RESULT_STEP    # epoch counted across stages: the MLflow step
+FAILED = keys.RESULT_FAILED  # 1.0 on the terminal result of a deterministic failure (not retried)
+ERROR = keys.RESULT_ERROR    # its one-line reason (a string)
+ERROR_KIND = keys.RESULT_ERROR_KIND  # its exception class name
 _PACKED = "atf_files.json"
 
 
@@ -125,10 +126,7 @@ def write_bundle(result: Any, out_dir: Path, dest: Path) -> None:
     if cfg_file.is_file():
         shutil.copy2(cfg_file, dest / keys.ARTIFACT_CONFIG)
     for (dataset, subset), curve in result.ced.items():
-        path = dest / keys.ced_artifact(dataset, subset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savetxt(path, np.asarray(curve, dtype=float).reshape(-1, 2), delimiter=",",
-                   header="threshold,fraction", comments="", fmt="%.6g")
+        write_ced(dest / keys.ced_artifact(dataset, subset), curve)
     for (dataset, subset), src in result.predictions.items():
         path = dest / keys.pred_artifact(dataset, subset)
         path.parent.mkdir(parents=True, exist_ok=True)

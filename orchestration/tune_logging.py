@@ -43,7 +43,7 @@ def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
             continue
         if keys.parse_test_metric(k) is not None and role == keys.ROLE_SEARCH:
             continue
-        if keys.parse_test_metric(k) or k.startswith(("val/", "time/")):
+        if keys.parse_test_metric(k) or k.startswith((keys.VAL_PREFIX, keys.TIME_PREFIX)):
             out[k] = float(v)
     return out
 
@@ -93,7 +93,7 @@ class MlflowCallback(Callback):
             return
         metrics = {k: v for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and (k.startswith(("train/", "val/", "time/")) or k in (keys.EPOCH, keys.STAGE))}
+                   and (k.startswith((keys.TRAIN_PREFIX, keys.VAL_PREFIX, keys.TIME_PREFIX)) or k in (keys.EPOCH, keys.STAGE))}
         self.store.log_metrics(run_id, metrics, step=int(result.get(STEP, result.get("training_iteration", 0))))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
