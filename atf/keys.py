@@ -19,7 +19,8 @@ __all__ = [
     "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
     "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
     "TAG_KIND", "TAG_TRIAL", "TAG_ROLE", "ROLE_CELL", "ROLE_SEARCH", "CELL_TAGS",
-    "TAG_ERROR", "TAG_FAILURE", "FAILURE_DETERMINISTIC", "FAILURE_CRASH", "TAG_PROFILE",
+    "TAG_ERROR", "TAG_FAILURE", "FAILURE_DETERMINISTIC", "FAILURE_CRASH", "FAILURE_STOPPED",
+    "TAG_PROFILE",
     "ARTIFACT_CED_DIR", "ARTIFACT_MODEL_DIR", "ARTIFACT_PRED_DIR", "ARTIFACT_CONFIG",
     "ced_artifact", "pred_artifact",
     "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
@@ -126,6 +127,7 @@ TAG_ERROR = "atf.error"            # one-line reason of a failed run ("DatasetEr
 TAG_FAILURE = "atf.failure"        # FAILURE_DETERMINISTIC (data/config: failed once, not retried)
 FAILURE_DETERMINISTIC = "deterministic"  # or FAILURE_CRASH (retries from the checkpoint used up)
 FAILURE_CRASH = "crash"
+FAILURE_STOPPED = "stopped"        # stopped unfinished (its search was stopped early)
 TAG_PROFILE = "atf.profile"        # sweep profile the run was made with (e.g. "smoke"); "" = none
 CELL_TAGS = (TAG_TABLES, TAG_CELL, TAG_BACKBONE, TAG_TARGET, TAG_AUX, TAG_LOSS, TAG_PROPORTIONS,
              TAG_SCENARIO, TAG_SEED, TAG_DATA, TAG_SELECTION)

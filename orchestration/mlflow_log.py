@@ -252,10 +252,14 @@ class TrackingStore:
                 with_retry(lambda: self.client.log_artifact(run.info.run_id, str(f), "sweep"))
         return run.info.run_id
 
-    def close_parent(self, run_id: str, ok: bool, counts: dict[str, int]) -> None:
+    def close_parent(self, run_id: str, ok: bool, counts: dict[str, int], status: str | None = None,
+                     error: str = "") -> None:
+        """End the parent run: FINISHED/FAILED by `ok`, or `status` (KILLED: interrupted, resumable)."""
+        status = status or ("FINISHED" if ok else "FAILED")
         self.log_metrics(run_id, {f"sweep/{k}": float(v) for k, v in counts.items()}, step=0)
-        self.set_tags(run_id, {keys.TAG_STATUS: "finished" if ok else "failed"})
-        with_retry(lambda: self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))
+        self.set_tags(run_id, {keys.TAG_STATUS: status.lower() if status != "FINISHED" else "finished",
+                               **({TAG_ERROR: error[:500]} if error else {})})
+        with_retry(lambda: self.client.set_terminated(run_id, status))
 
     # -- trial runs ------------------------------------------------------------------------------
     def open_run(self, *, parent_id: str, sweep_name: str, tags: dict[str, str], role: str,
@@ -282,6 +286,8 @@ class TrackingStore:
         else:
             with_retry(lambda: self.client.update_run(existing, status="RUNNING"))
             self.set_tags(existing, all_tags)
+        from orchestration.claims import join  # sweeps and tables accumulate (several sweeps, one run)
+        join(self, existing, sweep_name, [t for t in tags.get(keys.TAG_TABLES, "").split(",") if t])
         return existing
 
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
@@ -313,6 +319,10 @@ class TrackingStore:
             with_retry(lambda: self.client.log_artifacts(run_id, str(bundle)))
             self.log_ced_figures(run_id, bundle)
         self.set_tags(run_id, {keys.TAG_STATUS: "finished"})
+        stale = [t for t in (TAG_ERROR, keys.TAG_FAILURE)  # an earlier attempt's error: not this run's verdict
+                 if t in with_retry(lambda: self.client.get_run(run_id)).data.tags]
+        for t in stale:
+            with_retry(lambda: self.client.delete_tag(run_id, t))
         with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))
 
     def log_ced_figures(self, run_id: str, bundle: Path) -> None:
@@ -332,6 +342,16 @@ class TrackingStore:
         first = (error.strip().splitlines() or ["failed"])[-1][:500]
         self.set_tags(run_id, {keys.TAG_STATUS: "failed", TAG_ERROR: first, keys.TAG_FAILURE: kind})
         with_retry(lambda: self.client.set_terminated(run_id, "FAILED"))
+
+    def stop_unfinished(self, cell: str, role: str, error: str, failed: dict[str, str] | None = None) -> int:
+        """Close this cell's still-running runs of `role` (samples of a stopped search): those whose
+        trial is in `failed` (trial id -> error) as deterministic failures, the rest as stopped."""
+        running = [r for r in self.cell_runs(role, [cell]).get(cell, [])
+                   if r.data.tags.get(keys.TAG_STATUS) == "running"]
+        for r in running:
+            err = (failed or {}).get(r.data.tags.get(keys.TAG_TRIAL, ""))
+            self.fail(r.info.run_id, err or error, keys.FAILURE_DETERMINISTIC if err else keys.FAILURE_STOPPED)
+        return len(running)
 
     def failure_reasons(self, cells: Iterable[str]) -> dict[str, str]:
         """cell id -> the one-line error of its newest failed reported run (cells that have one)."""

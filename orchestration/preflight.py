@@ -4,7 +4,9 @@ A 500-trial sweep should not start Ray, schedule trials and fail each one with a
 because a CSV is missing. `check` resolves every cell and looks at what the trials will need:
 each cell's model can be built (on the meta device: no memory, no time), its weights file
 exists, each dataset's annotation files exist and parse through the real readers (the same code
-the trainer uses), a seeded sample of each file's images decode, the output and storage folders
+the trainer uses) and pass the row checks of `atf.datacheck` (`atf-data check`: every row's
+numbers, image header and landmarks; under `data.bad_rows: skip` bad rows are a note, not a
+problem), a seeded sample of each file's images decode, the output and storage folders
 are writable and the MLflow store answers. Every problem is one line naming the cell, file or key
 and what to do; nothing raises. SynthFace roots that are absent are not problems: they are listed
 in `Report.generate`, and `atf-sweep` makes them (`make_synth`) before it starts Ray.
@@ -93,6 +95,7 @@ def _check_models(cells: list[Cell], cwd: Path, report: Report, weights: bool = 
     from atf.models import build_model
     from atf.schemes import get_scheme
     seen: dict[tuple, list[Cell]] = {}
+    missing: dict[Path, list[Cell]] = {}
     for c in cells:
         cfg = c.config
         heads = tuple(sorted((n, get_scheme(get_dataset(n).scheme).num_points)
@@ -102,9 +105,11 @@ def _check_models(cells: list[Cell], cwd: Path, report: Report, weights: bool = 
         if weights and wfile and "://" not in wfile:
             path = Path(wfile) if os.path.isabs(wfile) else cwd / wfile
             if not path.is_file():
-                report.problems.append(Problem(
-                    f"model.pretrained {path}", f"no such file ({_cells_text([c])})",
-                    "put the weights file there or set model.pretrained to its path ('' trains from scratch)"))
+                missing.setdefault(path, []).append(c)
+    for path, group in missing.items():
+        report.problems.append(Problem(
+            f"model.pretrained {path}", f"no such file ({_cells_text(group)})",
+            "put the weights file there (README 'Models'), or point model.pretrained / ATF_WEIGHTS at it"))
     for (model, size, hm, heads), group in seen.items():
         try:
             with torch.device("meta"):
@@ -150,6 +155,22 @@ def _check_images(path: Path, images: Path, names: tuple[str, ...], seed: int, k
     if bad:
         return f"{len(bad)} of {len(rows)} sampled images unreadable ({bad[0]})"
     return None
+
+
+def _check_rows(report: Report, path: Path, images: Path, k: int, cells: list[Cell], cwd: Path) -> None:
+    """atf.datacheck's row checks (image headers, not pixels: seconds), summed up in one line."""
+    from atf.datacheck import check_csv
+    bad = check_csv(path, images, k, decode=False)
+    if not bad:
+        return
+    skip = all(getattr(c.config.data, "bad_rows", "refuse") == "skip" for c in cells)
+    root = Path(resolve_paths(cells[0].config, cwd).data.root)
+    text = f"{len(bad)} bad row(s), first: {bad[0]}".replace(f"{path}: ", "")
+    if skip and all(p.row for p in bad):
+        report.notes.append(f"{path}: {text} (data.bad_rows: skip drops them)")
+        return
+    report.problems.append(Problem(str(path), text, f"list them all with `atf-data check {root}`; repair them, "
+                                   "or set data.bad_rows: skip to train without them"))
 
 
 def _check_data(cells: list[Cell], cwd: Path, sweep: Sweep, report: Report, seed: int, k: int) -> None:
@@ -198,13 +219,15 @@ def _check_data(cells: list[Cell], cwd: Path, sweep: Sweep, report: Report, seed
                 report.problems.append(Problem(f"dataset {name}", " ".join(str(e).split()), _cells_text(group)))
             continue
         except (AnnotationError, ValueError, OSError) as e:
-            report.problems.append(Problem(f"{ann}/{datasets.csv_name(name, split, subset)}",
-                                           " ".join(str(e).split()), "fix or regenerate the file"))
+            report.problems.append(Problem(f"{name} {split}/{subset}", " ".join(str(e).split()),
+                                           "fix or regenerate the file (`atf-data check` lists every bad row)"))
             continue
         bad = _check_images(Path(aset.source), images, aset.images, seed, k)
         if bad:
             report.problems.append(Problem(aset.source, bad, "check data.paths.<dataset>.images or the "
                                            "image names in the CSV"))
+            continue
+        _check_rows(report, Path(aset.source), images, aset.landmarks.shape[1], group, cwd)
     for ann, group in missing_dirs.items():
         report.problems.append(Problem(f"dataset folder {ann}", f"does not exist ({_cells_text(group)})",
                                        _data_fix()))

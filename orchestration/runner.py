@@ -15,11 +15,18 @@ neither lost nor run twice, unfinished ones continue from their checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import os
+import secrets
+import signal
+import socket
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from atf import keys
-from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, default_uri
+from orchestration.claims import ClaimBook, join
+from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, default_uri, with_retry
 from orchestration.sweepfile import Cell, Resources, Sweep, resolve_paths
 from orchestration.trainable import FINAL, build_config, cell_trainable, payload
 
-__all__ = ["SweepOptions", "SweepSummary", "run_sweep", "parse_faults", "FAULT_ENV"]
+__all__ = ["SweepOptions", "SweepSummary", "SweepError", "SweepInterrupted", "run_sweep", "parse_faults",
+           "FAULT_ENV"]
 
 _QUIET_ENV = {  # our progress line replaces Tune's tables; per-epoch checkpoints are intended
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -62,6 +71,11 @@ class SweepOptions:
     progress_every: float = 30.0    # seconds between progress blocks (orchestration.progress)
     checkpoint_every: int = 1       # epochs between trial checkpoints (what a retry resumes from); 0 = none
     base_dir: str | None = None     # relative paths resolve here (None = cwd); `submit` sets the submitter's
+    faults: str = ""                # fault drill, as FAULT_ENV: "kill@2:CELLPREFIX,raise@1" (tests, drills)
+    connect_timeout: float = 60.0   # seconds to reach a Ray cluster (--address) before giving up
+    claim_heartbeat: float = 30.0   # seconds between this driver's heartbeats (orchestration.claims)
+    claim_stale: float = 180.0      # a claim holder silent this long is dead: its cells are taken over
+    claim_poll: float = 5.0         # seconds between looks at cells another sweep is training
 
 
 @dataclass
@@ -149,27 +163,185 @@ class _Launch:
 
     @classmethod
     def open(cls, folder: Path, sweep: Sweep, resume: bool) -> "_Launch":
-        path = folder / f"{sweep.name}-{_sweep_key(sweep)}.launch.json"
-        if resume and path.is_file():
-            return cls(path, json.loads(path.read_text()))
+        """A new record per launch (two drivers never share one); --resume takes the newest record
+        of this sweep whose launch did not finish."""
+        prefix = f"{sweep.name}-{_sweep_key(sweep)}"
         if resume:
-            print(f"[{sweep.name}] nothing to resume ({path.name} not found): starting a new launch")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        return cls(path, {"stamp": stamp, "grid": f"{sweep.name}-{_sweep_key(sweep)}-{stamp}",
-                          "search": {}, "parent_run_id": None, "resumed": False})
+            found = sorted(folder.glob(f"{glob.escape(prefix)}*.launch.json"),
+                           key=lambda p: p.stat().st_mtime, reverse=True)
+            for path in found:
+                try:
+                    data = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if data.get("closed") != "FINISHED":
+                    return cls(path, data)
+            print(f"[{sweep.name}] nothing to resume (no unfinished launch {prefix}-*.launch.json in "
+                  f"{folder}): starting a new launch")
+        token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
+        return cls(folder / f"{prefix}-{token}.launch.json",
+                   {"stamp": token, "grid": f"{prefix}-{token}", "search": {}, "parent_run_id": None,
+                    "resumed": False})
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1))
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (storage, MLflow store or cluster unusable): one line, no traceback."""
+
+
+class SweepInterrupted(RuntimeError):
+    """SIGTERM or Ctrl-C stopped the driver; the parent run is KILLED and `--resume` continues."""
+
+    def __init__(self, signum: int, parent_run_id: str = "") -> None:
+        self.signum, self.parent_run_id = signum, parent_run_id
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}" + (f"; parent run {parent_run_id} marked KILLED"
+                                                      if parent_run_id else ""))
+
+
+class _Signals:
+    """SIGTERM and SIGINT stop the sweep cleanly. Inside a Tune fit the first one becomes Tune's own
+    graceful stop (SIGUSR1: it saves the experiment state, so `--resume` continues every trial);
+    anywhere else, or a second signal, raises SweepInterrupted at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_fit = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """(Re)install the handlers: ray.init replaces SIGTERM's, so this runs after it too."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old.setdefault(s, signal.getsignal(s))
+            signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if first and self.in_fit:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
+        raise SweepInterrupted(self.signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise SweepInterrupted(self.signum)
+
+
+def _probe_dir(folder: Path, what: str) -> None:
+    """Create `folder` and a file in it, or raise SweepError naming it (a read-only mount, a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".atf-write-probe-"):
+            pass
+    except OSError as e:
+        raise SweepError(f"{what} {folder} is not writable ({e.strerror or e})") from None
+
+
+def _check_store_uri(uri: str) -> None:
+    """A SQLite store must be a SQLite file (or absent) in a writable folder."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    _probe_dir(db.parent, f"--mlflow-uri {uri}: folder")
+    if db.exists():
+        if not db.is_file():
+            raise SweepError(f"--mlflow-uri {uri}: {db} is not a file")
+        with open(db, "rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise SweepError(f"--mlflow-uri {uri}: {db} is not a SQLite database; refusing to write into it")
+        if not os.access(db, os.W_OK):
+            raise SweepError(f"--mlflow-uri {uri}: {db} is read-only")
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a GCS `host:port` or `ray://host:port` address; None for auto/local."""
+    if address in ("auto", "local"):
+        return None
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        raise SweepError(f"--address {address}: expected HOST:PORT (GCS, e.g. head:6379) or ray://HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _check_address(address: str, timeout: float) -> None:
+    """Fail in seconds, with one line, when nothing listens at a cluster address (ray.init would
+    wait for a dead GCS for minutes, deaf to SIGTERM)."""
+    hp = _host_port(address)
+    if hp is None:
+        return
+    try:
+        with socket.create_connection(hp, timeout=min(timeout, 10.0)):
+            pass
+    except OSError as e:
+        raise SweepError(f"Ray cluster at {address} is unreachable ({e.strerror or e}); is the head running? "
+                         "(ray start --head, or check --address / RAY_ADDRESS)") from None
+
+
+def _connect_ray(opts: SweepOptions, on_abort: Any) -> bool:
+    """`_init_ray` with a watchdog: a cluster that accepts the connection but never answers, or a
+    SIGTERM/Ctrl-C while Ray blocks in C++ (where Python handlers cannot run), ends the process after
+    `on_abort(reason)` (which closes the parent run), instead of hanging forever."""
+    if not opts.address or threading.current_thread() is not threading.main_thread():
+        return _init_ray(opts)
+    done = threading.Event()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        import select
+        deadline = time.monotonic() + opts.connect_timeout
+        while not done.is_set():
+            ready, _, _ = select.select([r], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
+            if done.is_set():
+                return
+            if ready:
+                sig = os.read(r, 1)[0]
+                on_abort(f"interrupted by {signal.Signals(sig).name} while connecting to {opts.address}",
+                         "KILLED")
+                os._exit(128 + sig)
+            if time.monotonic() >= deadline:
+                on_abort(f"Ray cluster at {opts.address} did not answer within {opts.connect_timeout:g} s", "FAILED")
+                print(f"atf-sweep: error: Ray cluster at {opts.address} did not answer within "
+                      f"{opts.connect_timeout:g} s (is it a Ray GCS port? --connect-timeout)", file=sys.stderr,
+                      flush=True)
+                os._exit(3)
+
+    watcher = threading.Thread(target=watch, name="atf-connect-watchdog", daemon=True)
+    watcher.start()
+    try:
+        return _init_ray(opts)
+    finally:
+        done.set()
+        signal.set_wakeup_fd(old_fd)
+        watcher.join(timeout=2.0)
+        os.close(r)
+        os.close(w)
 
 
 def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
-    """Run every unfinished cell of `sweep`; see the module docstring."""
-    import ray
-    from ray import tune
+    """Run every unfinished cell of `sweep`; see the module docstring.
 
-    from orchestration.progress import ProgressCallback
-    from orchestration.tune_logging import MlflowCallback
+    Raises SweepError (one line) before anything is created when the storage, the MLflow store or
+    the cluster cannot be used, and SweepInterrupted after SIGTERM/Ctrl-C (parent run KILLED,
+    resumable). Every other early exit closes the parent run as FAILED.
+    """
+    import ray
 
     for k, v in {**_QUIET_ENV, **_SPEED_ENV}.items():
         os.environ.setdefault(k, v)
@@ -180,128 +352,255 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     local_dir = Path(storage) if not _is_uri(storage) else cwd / "ray_results"
     uri = opts.mlflow_uri or default_uri(cwd)
     cells = sweep.cells()
+    # before anything is created: storage, store and cluster must be usable (one line each)
+    _probe_dir(local_dir, "--storage" if not _is_uri(storage) else "launch records folder")
+    _check_store_uri(uri)
+    if opts.address:
+        _check_address(opts.address, opts.connect_timeout)
     # A fresh SQLite store (create + migrate: seconds) holds no finished cell, so Ray is needed:
     # start both at once. An existing store opens quickly and may make Ray unnecessary.
     fresh = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists() and bool(cells)
     with ThreadPoolExecutor(1) as pool:
         opening = pool.submit(TrackingStore, uri, opts.experiment)
-        started = _init_ray(opts) if fresh else False
+        started = _init_ray(opts) if fresh and not opts.address else False
         try:
             store = opening.result()
+        except Exception as e:  # noqa: BLE001 - a store we cannot open: one line, nothing created
+            if started:
+                ray.shutdown()
+            raise SweepError(f"MLflow store {uri} cannot be opened: {_first_line(e)}") from None
         except BaseException:
             if started:
                 ray.shutdown()
             raise
     summary = SweepSummary(sweep.name, len(cells))
-
     launch = _Launch.open(local_dir, sweep, opts.resume)
-    launch.data["parent_run_id"] = store.parent(
-        sweep.name, str(sweep.path.resolve()), launch.data.get("parent_run_id"),
-        files=[sweep.path, *([sweep.profile.path] if sweep.profile else [])])
+    try:
+        parent = store.parent(sweep.name, str(sweep.path.resolve()), launch.data.get("parent_run_id"),
+                              files=[sweep.path, *([sweep.profile.path] if sweep.profile else [])])
+    except Exception as e:  # noqa: BLE001 - e.g. a read-only server: nothing was created
+        if started:
+            ray.shutdown()
+        raise SweepError(f"MLflow store {uri}: cannot create the sweep's parent run: {_first_line(e)}") from None
+    launch.data["parent_run_id"] = summary.parent_run_id = parent
     launch.data["resumed"] = opts.resume
     launch.save()
-    parent = summary.parent_run_id = launch.data["parent_run_id"]
 
-    finished = {} if opts.rerun else store.finished_cells(c.cell_id for c in cells)
-    for c in cells:
-        if c.cell_id in finished:
-            store.add_tables(finished[c.cell_id], c.tables)
-    summary.reused = sum(c.cell_id in finished for c in cells)
-    todo = [c for c in cells if c.cell_id not in finished]
-    if summary.reused:
-        print(f"[{sweep.name}] {summary.reused} cell(s) already finished in MLflow: reused")
-    if not todo:
-        store.close_parent(parent, True, {"cells": summary.total, "reused": summary.reused})
-        if started:
-            ray.shutdown()
-        return summary
+    signals = _Signals()
+    claims = ClaimBook(store, parent, sweep.name, opts.claim_heartbeat, opts.claim_stale)
+    counts = {"cells": summary.total}
+    state = {"started": started}
+    watched: list[Any] = []  # MlflowCallbacks: their runs are marked KILLED on an interrupt
 
-    started = _init_ray(opts) or started
-    try:
-        res = _resources(sweep, opts)
-        faults = parse_faults(os.environ.get(FAULT_ENV, ""))
-        marker_dir = local_dir / "faults" / launch.data["stamp"]
-        max_failures = sweep.max_failures if opts.max_failures is None else opts.max_failures
-
-        def cell_payload(c: Cell, role: str) -> dict[str, Any]:
-            p = payload(c.cell_id, resolve_paths(c.config, cwd), role, res.cpu,
-                        _fault_for(c.cell_id, faults, marker_dir))
-            p["tags"] = c.tags
-            p["checkpoint_every"] = opts.checkpoint_every
-            p["label"] = c.label  # the MLflow run name
-            return p
-
-        def callbacks(label: str, n_trials: int, parent_id: str) -> list[Any]:
-            cbs: list[Any] = [MlflowCallback(uri, opts.experiment, parent_id, sweep.name, opts.rerun)]
-            if opts.progress:
-                cbs.append(ProgressCallback(label, n_trials, every=opts.progress_every))
-            return cbs
-
-        def run_config(name: str, label: str, n_trials: int, parent_id: str = parent, stop: Any = None) -> Any:
-            return tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials, parent_id),
-                stop=stop,
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-
-        trainable = tune.with_resources(cell_trainable, res.as_tune())
-
-        def fit(name: str, build: Any) -> Any:
-            path = f"{storage.rstrip('/')}/{name}"
-            if opts.resume and tune.Tuner.can_restore(path):
-                print(f"[{sweep.name}] resuming Tune experiment {name}")
-                tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-            else:
-                tuner = build()
-            return tuner.fit()
-
-        plain = [c for c in todo if c.search is None]
-        if plain:
-            payloads = [cell_payload(c, keys.ROLE_CELL) for c in plain]
-            grid = fit(launch.data["grid"], lambda: tune.Tuner(
-                trainable, param_space={"cell": tune.grid_search(payloads)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent
-                                            or None, trial_dirname_creator=_dirname, reuse_actors=True),
-                run_config=run_config(launch.data["grid"], f"{sweep.name} cells", len(plain))))
-            _reconcile(store, grid, parent, sweep.name)
-
-        from orchestration.search import SameFailureStop, choose, search_space, searcher
-        for c in (c for c in todo if c.search is not None):
-            name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
+    def abort(reason: str, status: str) -> None:
+        with contextlib.suppress(Exception):
+            store.close_parent(parent, False, counts, status=status, error=reason)
+            launch.data["closed"] = status
             launch.save()
-            # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
-            cell_run = store.open_run(parent_id=parent, sweep_name=sweep.name, tags=c.tags, role=keys.ROLE_CELL,
-                                      trial_id="", cfg=c.config, name=c.label, params=False)
-            stopper = SameFailureStop(c.search.num_samples)
-            p = cell_payload(c, keys.ROLE_SEARCH)
-            results = fit(name, lambda: tune.Tuner(
-                trainable, param_space={"cell": p, "search": search_space(c.search)},
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
-                    mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
-                    trial_dirname_creator=_dirname, reuse_actors=True),
-                run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples,
-                                      cell_run, stopper)))
-            _reconcile(store, results, cell_run, sweep.name)
-            if stopper.stop_all():
-                store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
-                                      "was stopped (its first samples failed alike)")
-            best = choose(list(results))
-            if best is not None:
-                _promote(store, c, best, parent, sweep.name, opts.rerun)
-            elif store.status(cell_run) != "finished":
-                store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
+
+    try:
+        signals.install()
+        claims.start()
+        finished = {} if opts.rerun else store.finished_cells(c.cell_id for c in cells)
+        for c in cells:
+            if c.cell_id in finished:
+                _link(store, finished[c.cell_id], c, sweep.name, parent)
+        summary.reused = sum(c.cell_id in finished for c in cells)
+        counts["reused"] = summary.reused
+        todo = [c for c in cells if c.cell_id not in finished]
+        if summary.reused:
+            print(f"[{sweep.name}] {summary.reused} cell(s) already finished in MLflow: reused")
+        pending, trained, linked, rounds = list(todo), set(), set(), 0
+        while pending:
+            won, held = claims.claim(c.cell_id for c in pending)
+            mine = [c for c in pending if c.cell_id in won]
+            if held:
+                print(f"[{sweep.name}] {len(held)} cell(s) are being trained by another sweep "
+                      f"(parent run {', '.join(sorted(set(held.values())))}): waiting to link them")
+            if mine:
+                if not state["started"] and not ray.is_initialized():
+                    state["started"] = _connect_ray(opts, abort)
+                    signals.install()
+                _train_cells(mine, rounds, sweep, opts, store, parent, launch, storage, local_dir, cwd,
+                             signals, watched)
+                trained |= {c.cell_id for c in mine}
+                claims.release(c.cell_id for c in mine)
+                rounds += 1
+            waiting = [c for c in pending if c.cell_id in held]
+            pending = _wait_for(waiting, store, claims, sweep.name, parent, opts, signals, linked)
+        done = store.finished_cells(c.cell_id for c in todo) if todo else {}
+        summary.finished = sum(c.cell_id in done for c in todo)
+        summary.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
+        summary.failed = len(summary.failed_cells)
+        counts.update(finished=summary.finished, failed=summary.failed, linked=len(linked))
+        store.close_parent(parent, summary.ok, counts)
+        launch.data["closed"] = "FINISHED" if summary.ok else "FAILED"
+        launch.save()
+        return summary
+    except SweepInterrupted as e:
+        _kill_runs(store, watched)
+        abort(f"interrupted by {signal.Signals(e.signum).name}; resume with atf-sweep {sweep.path} --resume",
+              "KILLED")
+        raise SweepInterrupted(e.signum, parent) from None
+    except BaseException as e:
+        _kill_runs(store, watched)
+        abort(_first_line(e) if isinstance(e, Exception) else type(e).__name__, "FAILED")
+        raise
     finally:
-        if started:
+        with contextlib.suppress(Exception):
+            claims.stop()
+        signals.restore()
+        if state["started"]:
             ray.shutdown()
 
-    done = store.finished_cells(c.cell_id for c in todo)
-    summary.finished = sum(c.cell_id in done for c in todo)
-    summary.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
-    summary.failed = len(summary.failed_cells)
-    store.close_parent(parent, summary.ok, {"cells": summary.total, "reused": summary.reused,
-                                            "finished": summary.finished, "failed": summary.failed})
-    return summary
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def _link(store: TrackingStore, run: Any, cell: Cell, sweep_name: str, parent: str) -> None:
+    """A finished run of this cell (trained by this or another sweep) joins this sweep: its sweeps and
+    tables tags gain ours, and our parent run records it (atf.link.<cell> = run id)."""
+    join(store, run.info.run_id, sweep_name, cell.tables)
+    store.set_tags(parent, {f"atf.link.{cell.cell_id}": run.info.run_id})
+
+
+def _wait_for(waiting: list[Cell], store: TrackingStore, claims: ClaimBook, sweep_name: str, parent: str,
+              opts: SweepOptions, signals: _Signals, linked: set[str]) -> list[Cell]:
+    """Wait for cells other sweeps are training: link each one that finishes; return those whose
+    holder went away without finishing them (to claim and train here)."""
+    import random
+    rest = list(waiting)
+    while rest:
+        signals.check()
+        done = store.finished_cells(c.cell_id for c in rest)
+        for c in rest:
+            if c.cell_id in done:
+                _link(store, done[c.cell_id], c, sweep_name, parent)
+                linked.add(c.cell_id)
+        rest = [c for c in rest if c.cell_id not in done]
+        if not rest:
+            return []
+        held = claims.holders(c.cell_id for c in rest)
+        orphaned = [c for c in rest if c.cell_id not in held]
+        if orphaned:  # its holder stopped (failed, killed, crashed): claim it (and the rest) again
+            time.sleep(random.random() * opts.claim_poll)  # two waiters: do not claim in lockstep
+            return rest
+        time.sleep(opts.claim_poll * (0.5 + random.random()))
+    return []
+
+
+def _kill_runs(store: TrackingStore, callbacks: list[Any]) -> None:
+    """Runs of trials that were still training become KILLED (status tag "killed"; resumable)."""
+    for cb in callbacks:
+        for run_id in list(getattr(cb, "runs", {}).values()):
+            with contextlib.suppress(Exception):
+                if store.status(run_id) == "running":
+                    store.set_tags(run_id, {keys.TAG_STATUS: "killed"})
+                    with_retry(lambda: store.client.set_terminated(run_id, "KILLED"))
+
+
+def _train_cells(todo: list[Cell], round_no: int, sweep: Sweep, opts: SweepOptions, store: TrackingStore,
+                 parent: str, launch: "_Launch", storage: str, local_dir: Path, cwd: Path, signals: _Signals,
+                 watched: list[Any]) -> None:
+    """Train `todo` (cells this driver claimed) through Ray Tune; MLflow is written by callbacks."""
+    from ray import tune
+
+    from orchestration.progress import ProgressCallback
+    from orchestration.tune_logging import MlflowCallback
+
+    uri = store.uri
+    res = _resources(sweep, opts)
+    faults = parse_faults(opts.faults or os.environ.get(FAULT_ENV, ""))
+    marker_dir = local_dir / "faults" / launch.data["stamp"]
+    max_failures = sweep.max_failures if opts.max_failures is None else opts.max_failures
+
+    def cell_payload(c: Cell, role: str) -> dict[str, Any]:
+        p = payload(c.cell_id, resolve_paths(c.config, cwd), role, res.cpu,
+                    _fault_for(c.cell_id, faults, marker_dir))
+        p["tags"] = c.tags
+        p["checkpoint_every"] = opts.checkpoint_every
+        p["label"] = c.label  # the MLflow run name
+        return p
+
+    def callbacks(label: str, n_trials: int, parent_id: str) -> list[Any]:
+        log = MlflowCallback(uri, opts.experiment, parent_id, sweep.name, opts.rerun)
+        watched.append(log)
+        cbs: list[Any] = [log]
+        if opts.progress:
+            cbs.append(ProgressCallback(label, n_trials, every=opts.progress_every))
+        return cbs
+
+    def run_config(name: str, label: str, n_trials: int, parent_id: str = parent, stop: Any = None) -> Any:
+        return tune.RunConfig(
+            name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials, parent_id),
+            stop=stop,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+    trainable = tune.with_resources(cell_trainable, res.as_tune())
+
+    def fit(name: str, build: Any, cells: list[str]) -> Any:
+        path = f"{storage.rstrip('/')}/{name}"
+        # restore only an experiment whose every unfinished cell is ours again: Tune restores the
+        # whole grid, and a cell another sweep took over meanwhile must not be trained twice
+        restorable = opts.resume and tune.Tuner.can_restore(path) and \
+            set(launch.data.get("cells", {}).get(name, cells)) <= set(cells) | set(
+                store.finished_cells(launch.data.get("cells", {}).get(name, [])))
+        if restorable:
+            print(f"[{sweep.name}] resuming Tune experiment {name}")
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        else:
+            if opts.resume and tune.Tuner.can_restore(path):
+                name = f"{name}-x{time.strftime('%H%M%S')}"
+            tuner = build(name)
+        launch.data.setdefault("cells", {})[name] = cells
+        launch.save()
+        signals.in_fit = True
+        try:
+            return tuner.fit()
+        finally:
+            signals.in_fit = False
+            signals.check()  # a signal during the fit: Tune stopped and saved its state; now stop here
+
+    base = launch.data["grid"] + (f"-r{round_no}" if round_no else "")
+    plain = [c for c in todo if c.search is None]
+    if plain:
+        payloads = [cell_payload(c, keys.ROLE_CELL) for c in plain]
+        grid = fit(base, lambda name: tune.Tuner(
+            trainable, param_space={"cell": tune.grid_search(payloads)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent
+                                        or None, trial_dirname_creator=_dirname, reuse_actors=True),
+            run_config=run_config(name, f"{sweep.name} cells", len(plain))), [c.cell_id for c in plain])
+        _reconcile(store, grid, parent, sweep.name)
+
+    from orchestration.search import SameFailureStop, choose, search_space, searcher
+    for c in (c for c in todo if c.search is not None):
+        name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
+        launch.save()
+        # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
+        cell_run = store.open_run(parent_id=parent, sweep_name=sweep.name, tags=c.tags, role=keys.ROLE_CELL,
+                                  trial_id="", cfg=c.config, name=c.label, params=False)
+        stopper = SameFailureStop(c.search.num_samples)
+        p = cell_payload(c, keys.ROLE_SEARCH)
+        results = fit(name, lambda name, c=c, p=p, cell_run=cell_run, stopper=stopper: tune.Tuner(
+            trainable, param_space={"cell": p, "search": search_space(c.search)},
+            tune_config=tune.TuneConfig(
+                search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
+                mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
+                trial_dirname_creator=_dirname, reuse_actors=True),
+            run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples,
+                                  cell_run, stopper)), [c.cell_id])
+        _reconcile(store, results, cell_run, sweep.name)
+        if stopper.stop_all():
+            store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
+                                  "was stopped (its first samples failed alike)", stopper.errors)
+        best = choose(list(results))
+        if best is not None:
+            _promote(store, c, best, parent, sweep.name, opts.rerun)
+        elif store.status(cell_run) != "finished":
+            store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
 
 
 def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str) -> None:

@@ -66,11 +66,13 @@ class SameFailureStop(Stopper):
     def __init__(self, num_samples: int, first: int = 2) -> None:
         self.first = max(1, min(first, num_samples))
         self.outcomes: dict[str, str | None] = {}   # trial id -> error kind, None when it finished
+        self.errors: dict[str, str] = {}            # trial id -> its one-line error
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if trial_id not in self.outcomes:
             if result.get(FAILED) == 1.0:
                 self.outcomes[trial_id] = str(result.get(ERROR_KIND, "error"))
+                self.errors[trial_id] = str(result.get(ERROR, "failed"))
             elif result.get(FINAL) == 1.0:
                 self.outcomes[trial_id] = None
         return False

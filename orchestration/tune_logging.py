@@ -17,7 +17,7 @@ from ray.tune import Callback
 
 from atf import keys
 from orchestration.cells import cell_tags
-from orchestration.mlflow_log import TrackingStore
+from orchestration.mlflow_log import TrackingStore, with_retry
 from orchestration.trainable import ERROR, FAILED, FINAL, STEP, build_config
 
 __all__ = ["MlflowCallback", "trial_tags", "final_to_log", "run_name"]
@@ -56,6 +56,7 @@ class MlflowCallback(Callback):
         self.parent_id, self.sweep_name, self.rerun = parent_id, sweep_name, rerun
         self.runs: dict[str, str] = {}   # trial id -> run id
         self.frozen: set[str] = set()    # trials whose run is already finished (a restored, done trial)
+        self.logged: dict[str, int] = {}  # run id -> last step in its history (a step is logged once)
         self._store: TrackingStore | None = None
 
     @property
@@ -65,7 +66,7 @@ class MlflowCallback(Callback):
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "runs": {}, "frozen": set()}
+        return {**self.__dict__, "_store": None, "runs": {}, "frozen": set(), "logged": {}}
 
     def run_for(self, trial_id: str, config: dict[str, Any]) -> str:
         if trial_id not in self.runs:
@@ -91,16 +92,27 @@ class MlflowCallback(Callback):
         run_id = self.run_for(trial.trial_id, trial.config)
         if result.get(FINAL) == 1.0 or result.get(FAILED) == 1.0 or trial.trial_id in self.frozen:
             return
+        step = int(result.get(STEP, result.get("training_iteration", 0)))
+        if run_id not in self.logged:  # a continued run (retry, resume, rerun) already has steps
+            hist = with_retry(lambda: self.store.client.get_metric_history(run_id, keys.TRAIN_LOSS))
+            self.logged[run_id] = max((m.step for m in hist), default=0)
+        if step <= self.logged[run_id]:
+            return  # re-trained from an older checkpoint (or from scratch): that step is in the history
         metrics = {k: v for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
                    and (k.startswith((keys.TRAIN_PREFIX, keys.VAL_PREFIX, keys.TIME_PREFIX)) or k in (keys.EPOCH, keys.STAGE))}
-        self.store.log_metrics(run_id, metrics, step=int(result.get(STEP, result.get("training_iteration", 0))))
+        self.store.log_metrics(run_id, metrics, step=step)
+        self.logged[run_id] = step
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         if last.get(FAILED) == 1.0:  # a data/config error: failed once, not retried (trainable.py)
             self.store.fail(self.run_for(trial.trial_id, trial.config), str(last.get(ERROR, "failed")),
                             keys.FAILURE_DETERMINISTIC)
+            return
+        if last.get(FINAL) != 1.0 and trial.trial_id not in self.frozen:  # stopped (its search stopped early)
+            self.store.fail(self.run_for(trial.trial_id, trial.config),
+                            "stopped before it finished: the search was stopped", keys.FAILURE_STOPPED)
             return
         record_result(self.store, self.run_for(trial.trial_id, trial.config), trial.last_result or {},
                       trial.checkpoint, trial.config["cell"]["role"])

@@ -79,6 +79,8 @@ experiments:
         assert steps == [1, 2]
         arts = artifacts(client, r.info.run_id)
         assert {keys.ARTIFACT_CONFIG, keys.ced_artifact("wflw", "full"), keys.pred_artifact("wflw", "full")} <= arts
+        assert "ced/wflw_full.png" in arts                  # the CED curve as a figure beside its CSV
+        assert r.info.run_name == c.label                   # "base s0", not a hash
         assert any(a.startswith(keys.ARTIFACT_MODEL_DIR + "/") for a in arts)
     # the tuned cell: two Optuna samples (no test metrics), the one with the lowest val/nme reported
     tuned = next(c for c in sweep.cells() if c.search)
@@ -90,6 +92,13 @@ experiments:
     assert chosen.data.tags[TAG_CHOSEN_FROM] == best.info.run_id
     assert chosen.data.metrics[keys.VAL_NME] == pytest.approx(best.data.metrics[keys.VAL_NME])
     assert chosen.data.params["optim.lr"] == best.data.params["optim.lr"] != tuned.config.optim.lr
+    # nested: sweep -> tuned cell -> its samples; the sweep file is an artifact of the sweep's run
+    assert {s.data.tags["mlflow.parentRunId"] for s in samples} == {chosen.info.run_id}
+    assert sorted(s.info.run_name for s in samples) == ["tuned s0 #1", "tuned s0 #2"]
+    assert chosen.info.run_name == "tuned s0"
+    top = client.get_run(chosen.data.tags["mlflow.parentRunId"])
+    assert top.data.tags[keys.TAG_KIND] == "sweep" and artifacts(client, top.info.run_id) == {"sweep/s.yaml"}
+    assert cells[sweep.cells()[0].cell_id].data.tags["mlflow.parentRunId"] == top.info.run_id
 
     # running it again reuses every finished cell: no new runs, no training
     n = len(runs(db))
@@ -142,3 +151,44 @@ experiments:
     local = Path(client.download_artifacts(k.info.run_id, "result.json", str(tmp_path)))
     assert any("resumed from" in n for n in json.loads(local.read_text())["notes"])
     assert by_cell[fine][0].data.tags[keys.TAG_STATUS] == "finished"
+
+
+def test_deterministic_failures_fail_once_and_stop_the_search(tmp_path, synth_root, local_ray, monkeypatch):
+    """A data error fails its trial once (no retry, max_failures notwithstanding) with a one-line
+    reason on the run; a search whose first samples fail alike stops instead of running the rest."""
+    import shutil
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    for f in (root / "cofw").glob("face_landmarks_cofw_train*.csv"):
+        f.unlink()
+    p = tmp_path / "d.yaml"
+    p.write_text(TINY.format(root=root, epochs=1).replace("max_failures: 1", "max_failures: 2") + """
+max_concurrent: 2
+experiments:
+  - {name: nocofw, set: {scenario: atf, aux: [cofw]}}
+  - {name: fine, set: {scenario: baseline}}
+  - name: tuned-nocofw
+    set: {scenario: baseline, target: cofw}
+    search: {num_samples: 6, seed: 0, space: {optim.lr: {loguniform: [1.0e-4, 1.0e-2]}}}
+""")
+    sweep = load_sweep(p)
+    bad, fine, tuned = (c.cell_id for c in sweep.cells())
+    summary = run_sweep(sweep, SweepOptions(storage=str(tmp_path / "tune"), progress=False))
+    assert set(summary.failed_cells) == {bad, tuned} and summary.finished == 1
+    by_cell = {r.data.tags[keys.TAG_CELL]: r for r in runs(tmp_path / "mlflow.db", keys.ROLE_CELL)}
+    for cid in (bad, tuned):
+        r = by_cell[cid]
+        assert r.info.status == "FAILED" and r.data.tags[keys.TAG_FAILURE] == keys.FAILURE_DETERMINISTIC
+        assert "dataset cofw train/full" in r.data.tags[keys.TAG_ERROR]
+        assert "\n" not in r.data.tags[keys.TAG_ERROR]
+    assert "search stopped: its first 2 samples failed alike" in by_cell[tuned].data.tags[keys.TAG_ERROR]
+    assert by_cell[fine].data.tags[keys.TAG_STATUS] == "finished"
+    # not retried: Tune saw no trial error (a raised error leaves error.txt and is retried twice)
+    assert not list((tmp_path / "tune").rglob("error.txt"))
+    samples = runs(tmp_path / "mlflow.db", keys.ROLE_SEARCH)
+    # 6 asked; two failed alike, so it stopped (a third may have started while the second ran)
+    assert len(samples) <= 3, [s.info.run_name for s in samples]
+    kinds = sorted(s.data.tags[keys.TAG_FAILURE] for s in samples)
+    assert kinds[:2] == [keys.FAILURE_DETERMINISTIC] * 2 and set(kinds[2:]) <= {keys.FAILURE_DETERMINISTIC,
+                                                                               keys.FAILURE_STOPPED}
