@@ -430,10 +430,10 @@ class _Run:
         return result
 
     def _export(self) -> Path | None:
-        from atf.export import export_torchscript
+        from atf.export import export_model
         pruned = self.model.prune(self.cfg.target).cpu().eval()
         meta = self.data.export_meta(self.cfg.target, self.model.kind)
-        return export_torchscript(pruned, self.out / keys.ARTIFACT_MODEL_DIR / f"{self.cfg.target}.pt", meta)
+        return export_model(pruned, self.out / keys.ARTIFACT_MODEL_DIR / f"{self.cfg.target}.pt2", meta)
 
     def _scratch(self) -> dict[str, float]:
         """Novel scenario: the same dataset trained from scratch, for the time and accuracy comparison."""
