@@ -170,10 +170,10 @@ def _read_sqlite(uri: str, run_filter: RunFilter) -> tuple[list[dict], list[dict
                                      [DATA_ROOT_PARAM, *chunk]).fetchall())
             for rid, name, value, is_nan in con.execute(
                     f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", chunk):
-                parsed = keys.parse_test_metric(name)
+                parsed = keys.parse_protocol_metric(name)   # both NME protocols (test/*, test_ocn/*)
                 if parsed:
-                    metric_rows.append({"run_id": rid, "name": name, "dataset": parsed[0], "subset": parsed[1],
-                                        "metric": parsed[2], "value": float("nan") if is_nan else float(value)})
+                    metric_rows.append({"run_id": rid, "name": name, "dataset": parsed[1], "subset": parsed[2],
+                                        "metric": parsed[3], "value": float("nan") if is_nan else float(value)})
     except sqlite3.Error:
         return None
     finally:
@@ -207,9 +207,9 @@ def collect(uri: str, run_filter: RunFilter = RunFilter()) -> Runs:
                          DATA_ROOT_PARAM: run.data.params.get(DATA_ROOT_PARAM, ""),
                          **{t: tags.get(t, "") for t in RUN_TAGS}})
         for name, value in run.data.metrics.items():
-            parsed = keys.parse_test_metric(name)
+            parsed = keys.parse_protocol_metric(name)   # both NME protocols (test/*, test_ocn/*)
             if parsed:
-                metric_rows.append({"run_id": info.run_id, "name": name, "dataset": parsed[0],
-                                    "subset": parsed[1], "metric": parsed[2], "value": float(value)})
+                metric_rows.append({"run_id": info.run_id, "name": name, "dataset": parsed[1],
+                                    "subset": parsed[2], "metric": parsed[3], "value": float(value)})
     return Runs(uri, pd.DataFrame(run_rows, columns=list(RUN_COLUMNS)),
                 pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS)))

@@ -46,6 +46,8 @@ class CellResult:
     delta_exceeds_spread: bool | None = None  # None: a single seed somewhere, spread unknown
     best: bool = False
     problem: str = ""                  # why `ours` is missing, when runs exist
+    ours_ocn: Stat | None = None       # the same runs in the public OCN code's NME protocol (OCN cells:
+                                       # the protocol of the paper's OCN numbers), when they logged it
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class TableResult:
     comparisons: list[Comparison] = field(default_factory=list)
     backbone: str = ""                               # one-backbone tables: the backbone shown
     experiments: dict[str, str] = field(default_factory=dict)   # run id -> MLflow experiment id (links)
+    protocols: tuple[str, ...] = ()                  # keys.PROTOCOLS our shown values are in
 
     def cell(self, section: int, row: str, column: str) -> CellResult:
         return self.cells[(section, row, column)]
@@ -161,10 +164,14 @@ def _section_cells(table: Table, index: int, section: Section, runs: Runs, used:
             selector = table.selector(row, col, backbone)
             name = table.metric_name(section, col)
             ours, problem = (None, "") if row.reference else _stat(runs, selector, name, table.id)
+            ours_ocn = None
             if ours:
                 used.update(ours.run_ids)
+                parsed = keys.parse_test_metric(name)
+                if parsed:
+                    ours_ocn, _ = _stat(runs, selector, keys.test_metric(*parsed, keys.PROTOCOL_OCN), table.id)
             raw[row.key, col.key] = CellResult(row, col, section.metric, name, selector, ours,
-                                               section.paper[row.key][ci], problem=problem)
+                                               section.paper[row.key][ci], problem=problem, ours_ocn=ours_ocn)
     out = {}
     for col in table.columns:
         column_cells = [raw[r.key, col.key] for r in section.rows]
@@ -177,7 +184,7 @@ def _section_cells(table: Table, index: int, section: Section, runs: Runs, used:
                 spread = exceeds_spread(cell.ours, base)
             out[index, cell.row.key, col.key] = CellResult(
                 cell.row, col, cell.metric, cell.metric_name, cell.selector, cell.ours, cell.paper,
-                delta, spread, cell.row.key in best, cell.problem)
+                delta, spread, cell.row.key in best, cell.problem, cell.ours_ocn)
     return out
 
 
@@ -204,9 +211,11 @@ def _compute(table: Table, runs: Runs, backbone: str) -> TableResult:
     picked = runs.runs[runs.runs["run_id"].isin(used)]
     experiments = dict(zip(picked["run_id"], picked["experiment_id"].astype(str))) \
         if "experiment_id" in picked else {}
+    protocols = ((keys.PROTOCOL_BENCHMARK,) if used else ()) + (
+        (keys.PROTOCOL_OCN,) if any(c.ours_ocn for c in cells.values()) else ())
     return TableResult(table, cells, tuple(sorted(set(picked[keys.TAG_DATA]))),
                        tuple(sorted(set(picked[keys.TAG_SELECTION]))), tuple(sorted(used)),
-                       _comparisons(table, cells), backbone, experiments)
+                       _comparisons(table, cells), backbone, experiments, protocols)
 
 
 def compute_table(table: Table, runs: Runs) -> TableResult:

@@ -20,10 +20,11 @@ from .sweeps import SweepIndex
 
 __all__ = ["MissingGroup", "missing_groups", "data_statement", "render_markdown", "render_latex",
            "render_report_tex", "render_index", "run_url", "table_title", "LEGEND", "DASH",
-           "PAPER_LABEL", "DELTA_LABEL"]
+           "PAPER_LABEL", "DELTA_LABEL", "OCN_LABEL", "protocol_statement"]
 
 DASH = "–"
 PAPER_LABEL = "paper"
+OCN_LABEL = "ours, OCN protocol"   # our value in the public OCN code's NME protocol (eval.protocol)
 DELTA_LABEL = "Δ vs baseline (%)"
 LEGEND = ("Rows: each method's **our** value first (mean ± std over seeds when there are several; "
           "it links to its MLflow run, or to the comparison of its seeds' runs), then "
@@ -80,7 +81,8 @@ def _source(data: str) -> str:
 def data_statement(result: TableResult) -> str:
     """Which data the numbers come from, so a synthetic number is never read as the paper's."""
     if not result.data:
-        return "Data: no finished runs matched this table; only the paper's values are shown."
+        return ("Data: no finished runs matched this table; only the paper's values are shown. "
+                + protocol_statement(result))
     text = f"Data: {', '.join(_source(d) for d in result.data)}."
     if any(d != "real" for d in result.data):
         text += " Numbers not on the real datasets test the pipeline; they are NOT a reproduction of the paper's."
@@ -89,7 +91,30 @@ def data_statement(result: TableResult) -> str:
         text += f" Backbone: {result.backbone} (the paper's table uses {t.backbones[0]})."
     if result.selection:
         text += f" Model selection: {', '.join(result.selection)}."
+    text += " " + protocol_statement(result)
     return text + f" Runs used: {len(result.run_ids)}."
+
+
+def protocol_statement(result: TableResult) -> str:
+    """Which NME protocol our numbers and the paper's use (docs/protocol.md)."""
+    t = result.table
+    ocn_rows = result.backbone == "ocn" or any(
+        t.selector(r, c).get(keys.TAG_BACKBONE) == "ocn" for s in t.sections for r in s.rows for c in t.columns)
+    text = ""
+    if result.run_ids:
+        text = ("NME protocol: ours in the benchmark protocol (original pixels; eye-corner or AFLW box-size "
+                "normaliser)")
+        if keys.PROTOCOL_OCN in result.protocols:
+            text += f"; '{OCN_LABEL}' rows: the same runs in the public OCN code's protocol"
+        text += "."
+    if ocn_rows:
+        text += (" The paper's OCN/OCNMP values are in the public OCN code's protocol (test crop from the "
+                 "detector box joined with the ground truth, x1.12, anisotropic; NME in crop units, AFLW "
+                 "normaliser 1 crop unit), so compare them with the OCN-protocol rows; its other values "
+                 "use the benchmark protocol.")
+    else:
+        text += " The paper's values use the benchmark protocol."
+    return text.strip()
 
 
 def _selector_text(selector: dict[str, str]) -> str:
@@ -171,6 +196,8 @@ def _lines(result: TableResult) -> list[_Line]:
                 out.append(_Line("reference", display(row.label), cells, digits))
                 continue
             out.append(_Line("ours", display(row.label), cells))
+            if any(c.ours_ocn is not None for c in cells):
+                out.append(_Line("ocn", OCN_LABEL, cells))
             if row.baseline and any(c.delta is not None for c in cells):
                 out.append(_Line("delta", DELTA_LABEL, cells))
             if any(c.paper is not None for c in cells):
@@ -191,6 +218,10 @@ def _md_cell(line: _Line, cell: CellResult, digits: int, ui_url: str | None,
     if line.kind == "delta":
         number, mark = _delta_text(cell)
         return f"{number}{mark}" if number else DASH
+    if line.kind == "ocn":
+        stat = cell.ours_ocn
+        return DASH if stat is None else f"{stat.mean:.{digits}f}" + (
+            f" ± {stat.std:.{digits}f}" if stat.std is not None else "")
     if cell.ours is None:
         return DASH
     text = f"{cell.ours.mean:.{digits}f}"
@@ -215,7 +246,7 @@ def render_markdown(result: TableResult, groups: list[MissingGroup], figures: li
             continue
         label = _md_label(line.label)
         label = {"reference": f"{label} *(published)*", "delta": f"&emsp;*{label}*",
-                 "paper": f"&emsp;*{label}*"}.get(line.kind, label)
+                 "paper": f"&emsp;*{label}*", "ocn": f"&emsp;*{label}*"}.get(line.kind, label)
         cells = [_md_cell(line, c, OUR_DIGITS[c.metric], ui_url, result.experiments) for c in line.cells]
         lines.append("| " + " | ".join([label] + cells) + " |")
     lines += ["", f"<sub>{LEGEND}</sub>", ""]
@@ -275,10 +306,11 @@ def _tex_number(line: _Line, cell: CellResult, digits: int) -> tuple[str, str]:
     if line.kind == "delta":
         number, mark = _delta_text(cell)
         return number, {"*": r"\textsuperscript{*}", "~": r"\textsuperscript{$\sim$}", "": ""}[mark]
-    if cell.ours is None:
+    stat = cell.ours_ocn if line.kind == "ocn" else cell.ours
+    if stat is None:
         return "", ""
-    std = "" if cell.ours.std is None else rf"\,$\pm$\,{cell.ours.std:.{digits}f}"
-    return f"{cell.ours.mean:.{digits}f}", std
+    std = "" if stat.std is None else rf"\,$\pm$\,{stat.std:.{digits}f}"
+    return f"{stat.mean:.{digits}f}", std
 
 
 def _s_format(numbers: list[str]) -> str:
@@ -318,8 +350,9 @@ def render_latex(result: TableResult) -> str:
             body.append(rf"\multicolumn{{{cols}}}{{@{{}}l}}{{\textit{{{_tex(line.label)}}}}} \\")
             continue
         label = _tex(line.label)
-        if line.kind in ("delta", "paper"):
-            label = r"\quad " + (r"$\Delta$\,\%" if line.kind == "delta" else r"\textit{paper}")
+        if line.kind in ("delta", "paper", "ocn"):
+            label = r"\quad " + {"delta": r"$\Delta$\,\%", "paper": r"\textit{paper}",
+                                  "ocn": r"\textit{OCN protocol}"}[line.kind]
         cells = []
         for ci, cell in enumerate(line.cells):
             number, after = _tex_number(line, cell, OUR_DIGITS[cell.metric])

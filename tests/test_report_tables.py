@@ -415,3 +415,46 @@ def test_within_spread_mark_in_markdown_and_latex():
     assert grid[cw + 2] == [f"&emsp;*{PAPER_LABEL}*", "3.32", "3.91"]
     tex = render_latex(r)
     assert r"+0.9 {\textsuperscript{$\sim$}}" in tex and "%~" not in tex
+
+
+# -- NME protocols (issue 9) ------------------------------------------------------------------------
+
+def _ocn_runs() -> Runs:
+    """Two seeds of the OCN COFW baseline with both NME protocols logged, one HRNet run with one."""
+    base = {t: "" for t in (*keys.CELL_TAGS, keys.TAG_SWEEP)}
+    rows, metrics = [], []
+    for rid, backbone, seed, bench, ocn in (("o1", "ocn", "0", 4.0, 3.5), ("o2", "ocn", "1", 4.2, 3.7),
+                                            ("h1", "hrnet_w18", "0", 3.4, None)):
+        rows.append({**base, "run_id": rid, "experiment_id": "1", "start_time": 1, "artifact_uri": "",
+                     DATA_ROOT_PARAM: "", keys.TAG_SCENARIO: "baseline", keys.TAG_TARGET: "cofw",
+                     keys.TAG_BACKBONE: backbone, keys.TAG_SEED: seed, keys.TAG_DATA: "real",
+                     keys.TAG_SELECTION: "val", keys.TAG_CELL: f"cell-{rid}", keys.TAG_TABLES: "V"})
+        for protocol, value in ((keys.PROTOCOL_BENCHMARK, bench), (keys.PROTOCOL_OCN, ocn)):
+            if value is not None:
+                metrics.append({"run_id": rid, "name": keys.test_metric("cofw", "full", "nme", protocol),
+                                "dataset": "cofw", "subset": "full", "metric": "nme", "value": value})
+    return Runs("mem", pd.DataFrame(rows, columns=list(RUN_COLUMNS)),
+                pd.DataFrame(metrics, columns=list(METRIC_COLUMNS)))
+
+
+def test_ocn_cells_show_the_ocn_protocol_beside_the_paper():
+    r = compute_table(load_tables()["V"], _ocn_runs())
+    ocn = r.cell(0, "baseline", "ocn")
+    assert math.isclose(ocn.ours.mean, 4.1) and math.isclose(ocn.ours_ocn.mean, 3.6)
+    assert r.cell(0, "baseline", "hrnet").ours_ocn is None
+    assert r.protocols == (keys.PROTOCOL_BENCHMARK, keys.PROTOCOL_OCN)
+    md = render_markdown(r, [], [])
+    ocn_line = next(x for x in md.splitlines() if x.startswith("| ") and "ours, OCN protocol" in x)
+    assert "3.60 ± 0.14" in ocn_line and ocn_line.split("|")[2].strip() == DASH   # HRNet column: none
+    statement = data_statement(r)
+    assert "ours in the benchmark protocol" in statement and "public OCN code's protocol" in statement
+    assert r"\textit{OCN protocol}" in render_latex(r)
+
+
+def test_every_table_states_the_protocol_of_the_papers_numbers():
+    for tid, table in load_tables().items():
+        statement = data_statement(compute_table(table, _empty()))
+        if tid in ("I", "II", "III", "IV", "V", "VI"):   # tables with OCN rows or columns
+            assert "The paper's OCN/OCNMP values are in the public OCN code's protocol" in statement, tid
+        else:
+            assert "The paper's values use the benchmark protocol." in statement, tid
