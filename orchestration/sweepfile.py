@@ -339,6 +339,7 @@ _RANGES: dict[str, tuple[str, float, float]] = {
     # key: (kind, low, high); kind "oo" open-open, "co" closed-open, "cc" closed-closed
     "optim.lr": ("oo", 0.0, math.inf),
     "optim.weight_decay": ("co", 0.0, math.inf),
+    "optim.trunk_lr": ("co", 0.0, math.inf),
     "optim.factor": ("oc", 0.0, 1.0),
     "optim.patience": ("co", 0.0, math.inf),
     "finetune.lr": ("oo", 0.0, math.inf),
@@ -354,6 +355,7 @@ _RANGES: dict[str, tuple[str, float, float]] = {
     "data.num_workers": ("co", 0.0, math.inf),
     "data.crop_margin": ("oo", 0.0, math.inf),
     "augment.flip": ("cc", 0.0, 1.0),
+    "augment.grayscale": ("cc", 0.0, 1.0),
     "augment.rotation_prob": ("cc", 0.0, 1.0),
     "augment.scale": ("co", 0.0, 1.0),
     "augment.random_crop": ("co", 0.0, 1.0),

@@ -230,3 +230,8 @@ def test_dry_run_prints_each_cells_protocol(capsys):
         ocn, base = c.config.model.backbone == "ocn", c.config.scenario == keys.SCENARIO_BASELINE
         assert "sel val(0.1" in line and ("nme both" if ocn else "nme benchmark") in line
         assert ("400 ep x15 passes" if ocn else "| 60 ep |" if base else "| 100 ep |") in line
+
+
+@pytest.mark.parametrize("key, value", [("optim.trunk_lr", -1e-4), ("augment.grayscale", 1.5)])
+def test_protocol_switches_are_range_checked(tmp_path, key, value):
+    one_line_error(write(tmp_path, BASE + f"tables: [I]\nset: {{{key}: {value}}}\n"), key, "out of range")
