@@ -51,7 +51,7 @@ class ArtifactCache:
 
     def _fetch(self, run_id: str, folder: str) -> Path | None:
         base = self.artifact_uris.get(run_id, "")
-        if base.startswith("file:") or (base and "://" not in base):
+        if base and urlparse(base).scheme in ("", "file"):  # mlflow-artifacts:/..., s3://... download
             local = Path(unquote(urlparse(base).path) if base.startswith("file:") else base) / folder
             return local if local.is_dir() else None
         from mlflow.artifacts import download_artifacts
