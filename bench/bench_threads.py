@@ -11,7 +11,7 @@ Checks (the issue's targets):
   hog          a run with all CPUs beside --hogs busy processes vs idle (target <= 2.0)
 
     python bench/bench_threads.py
-    python bench/bench_threads.py --epochs 2 --max-train 16 --modes atf    # smoke
+    python bench/bench_threads.py --quick                  # smoke: 2 epochs, 16 images, atf only
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="atf,default", help="comma separated: atf, default")
     p.add_argument("--data", default=str(ROOT / "data" / "synth"), help="SynthFace root (generated if absent)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "atf-bench-stores")
+    p.add_argument("--quick", action="store_true", help="2 epochs, 16 images, atf threads only (smoke)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.worker:
         return worker(a)
+    if a.quick:
+        a.epochs, a.max_train, a.modes = 2, 16, "atf"
     from _machine import machine_line
     from _seed import synth_root, tiny_sweep
     cpus = os.cpu_count() or 1
