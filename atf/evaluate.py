@@ -173,6 +173,9 @@ def checkpoint_main(argv: list[str]) -> int:
     p.add_argument("--subsets", help="comma-separated test subsets (default: all present)")
     p.add_argument("--data-root", help="override data.root of the run")
     p.add_argument("--flip", action="store_true", help="test-time flip averaging")
+    p.add_argument("--protocol", choices=keys.PROTOCOLS, default=keys.PROTOCOL_BENCHMARK,
+                   help="NME protocol: benchmark (original pixels) or ocn (the public OCN code's crop units; "
+                        "docs/protocol.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -193,15 +196,16 @@ def checkpoint_main(argv: list[str]) -> int:
     model.to(device)
     data = _EvalData(cfg)
     subsets = tuple(a.subsets.split(",")) if a.subsets else None
-    rep = report_tests(model, head, data, device, subsets=subsets)
+    rep = report_tests(model, head, data, device, subsets=subsets, protocol=a.protocol)
     rows = {}
     for name, v in rep.metrics.items():
-        _, subset, m = keys.parse_test_metric(name)
+        _, _, subset, m = keys.parse_protocol_metric(name)
         rows.setdefault(subset, {})[m] = v
     if a.json:
-        print(json.dumps({"checkpoint": a.checkpoint, "dataset": head, "subsets": rows, "notes": rep.notes}))
+        print(json.dumps({"checkpoint": a.checkpoint, "dataset": head, "protocol": a.protocol, "subsets": rows,
+                          "notes": rep.notes}))
     else:
-        print(f"{head} ({a.checkpoint})")
+        print(f"{head} ({a.checkpoint}), NME protocol {a.protocol}")
         print(f"{'subset':<14}{'NME %':>8}{'FR@0.1 %':>10}{'AUC@0.1':>9}")
         for subset, r in rows.items():
             print(f"{subset:<14}{r[keys.NME]:>8.3f}{r[keys.FR]:>10.2f}{r[keys.AUC]:>9.4f}")
@@ -215,5 +219,5 @@ class _EvalData(RunData):
 
     def __init__(self, cfg: RunConfig) -> None:
         datasets.apply_registry(cfg.data)
-        self.cfg, self.notes, self.skipped = cfg, [], 0
+        self.cfg, self.notes, self.skipped, self.skip = cfg, [], 0, {}
         self._train, self._val, self._sets = {}, {}, {}

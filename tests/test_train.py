@@ -136,7 +136,13 @@ def test_cli_train_and_eval(synth_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "atf.cli.eval", str(out / "checkpoints" / "best.pt"),
                         "--subsets", "full,blur", "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert set(json.loads(r.stdout)["subsets"]) == {"full", "blur"}
+    bench = json.loads(r.stdout)
+    assert set(bench["subsets"]) == {"full", "blur"} and bench["protocol"] == keys.PROTOCOL_BENCHMARK
+    r = subprocess.run([sys.executable, "-m", "atf.cli.eval", str(out / "checkpoints" / "best.pt"),
+                        "--subsets", "full", "--protocol", "ocn", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ocn = json.loads(r.stdout)
+    assert ocn["protocol"] == keys.PROTOCOL_OCN and ocn["subsets"]["full"][keys.NME] != bench["subsets"]["full"][keys.NME]
 
 
 def test_cli_unknown_key_is_one_line(tmp_path):

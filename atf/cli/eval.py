@@ -32,7 +32,7 @@ EXAMPLES = """
   atf-eval best.pt --dataset aflw --subsets full --data-root /data/real
   atf-eval --pred predictions/landmarks.csv --gt data/wflw/face_landmarks_wflw_test.csv
 """
-CHECKPOINT_ONLY = ("subsets", "data_root", "flip", "device")
+CHECKPOINT_ONLY = ("subsets", "data_root", "flip", "device", "protocol")
 
 
 def match_rows(pred: AnnotationSet, gt: AnnotationSet, pred_name: str, gt_name: str) -> np.ndarray:
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_root(ck, "data root holding the test sets (default: the run's data.root)")
     ck.add_argument("--flip", action="store_true", help="test-time flip averaging")
     ck.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    ck.add_argument("--protocol", default=None, choices=("benchmark", "ocn"),
+                    help="NME protocol (default benchmark: original pixels); ocn: the public OCN code's crop "
+                         "units, the protocol of the paper's OCN numbers (docs/protocol.md)")
     files = p.add_argument_group("prediction-file mode (atf-eval --pred P.csv --gt G.csv)")
     files.add_argument("--pred", default=None, metavar="CSV", help="predictions in the annotation CSV layout")
     files.add_argument("--gt", default=None, metavar="CSV", help="ground-truth annotation CSV")
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if _mode(p, a) == "checkpoint":
         from atf.evaluate import checkpoint_main  # the trainer's evaluation of a checkpoint
         forward = [a.checkpoint, "--device", a.device] + ["--flip"] * a.flip + ["--json"] * a.json
-        for flag, value in (("--dataset", a.dataset), ("--subsets", a.subsets), ("--data-root", a.data_root)):
+        for flag, value in (("--dataset", a.dataset), ("--subsets", a.subsets), ("--data-root", a.data_root),
+                            ("--protocol", a.protocol)):
             forward += [flag, value] if value else []
         try:
             return int(checkpoint_main(forward) or 0)
