@@ -20,7 +20,7 @@ __all__ = [
     "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
     "TAG_KIND", "TAG_TRIAL", "TAG_ROLE", "ROLE_CELL", "ROLE_SEARCH", "CELL_TAGS",
     "TAG_ERROR", "TAG_FAILURE", "FAILURE_DETERMINISTIC", "FAILURE_CRASH", "FAILURE_STOPPED",
-    "TAG_PROFILE",
+    "TAG_PROFILE", "TAG_IN_SWEEP", "TAG_IN_TABLE",
     "ARTIFACT_CED_DIR", "ARTIFACT_MODEL_DIR", "ARTIFACT_PRED_DIR", "ARTIFACT_CONFIG",
     "ced_artifact", "pred_artifact",
     "LOSS_AT", "LOSS_MB", "PROPORTIONS_WD", "PROPORTIONS_WOD",
@@ -125,6 +125,8 @@ ROLE_CELL = "cell"
 ROLE_SEARCH = "search"
 TAG_ERROR = "atf.error"            # one-line reason of a failed run ("DatasetError: ...")
 TAG_FAILURE = "atf.failure"        # FAILURE_DETERMINISTIC (data/config: failed once, not retried)
+TAG_IN_SWEEP = "atf.in_sweep."     # + sweep name = "1": membership of a run several sweeps share
+TAG_IN_TABLE = "atf.in_table."     # + table = "1"; TAG_SWEEP / TAG_TABLES are their comma-joined union
 FAILURE_DETERMINISTIC = "deterministic"  # or FAILURE_CRASH (retries from the checkpoint used up)
 FAILURE_CRASH = "crash"
 FAILURE_STOPPED = "stopped"        # stopped unfinished (its search was stopped early)

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "shrunk, on SynthFace; default: none)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to reach the Ray cluster of --address before giving up (default: 60)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--mlflow-uri", default=None, metavar="URI", help=MLFLOW_URI_HELP)
     p.add_argument("--experiment", default="atf", help="MLflow experiment name")
@@ -159,8 +161,16 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             progress=not args.quiet, progress_every=args.progress_every, base_dir=args.base_dir,
-            checkpoint_every=args.checkpoint_every)
-        summary = run_sweep(sweep, opts)
+            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout)
+        from orchestration.runner import SweepError, SweepInterrupted
+        try:
+            summary = run_sweep(sweep, opts)
+        except SweepError as e:
+            print(f"atf-sweep: error: {e}", file=sys.stderr)
+            return 2
+        except SweepInterrupted as e:
+            print(f"atf-sweep: {e}; continue with: atf-sweep {args.file} --resume", file=sys.stderr)
+            return 128 + e.signum
         print(summary.line())
         _after(sweep, summary, uri, args.experiment)
         return 0 if summary.ok else 1

@@ -38,8 +38,7 @@ class RunFilter:
 
     def wanted(self) -> dict[str, str]:
         """Tag -> value every reported run must carry."""
-        return {keys.TAG_KIND: "trial", keys.TAG_ROLE: keys.ROLE_CELL, keys.TAG_STATUS: "finished",
-                **({keys.TAG_SWEEP: self.sweep} if self.sweep else {}), **self.tags}
+        return {keys.TAG_KIND: "trial", keys.TAG_ROLE: keys.ROLE_CELL, keys.TAG_STATUS: "finished", **self.tags}
 
     def filter_string(self) -> str:
         """MLflow search filter selecting only the runs a table may report."""
@@ -48,7 +47,15 @@ class RunFilter:
             if "'" in value or "`" in tag:
                 raise ValueError(f"tag filter {tag}={value!r}: quotes are not supported")
             parts.append(f"tags.`{tag}` = '{value}'")
+        if self.sweep:  # a run several sweeps share lists them all ("a,b"): LIKE here, exact in `keeps`
+            if "'" in self.sweep or "%" in self.sweep:
+                raise ValueError(f"--sweep {self.sweep!r}: quotes and % are not supported")
+            parts.append(f"tags.`{keys.TAG_SWEEP}` LIKE '%{self.sweep}%'")
         return " AND ".join(parts)
+
+    def keeps(self, tags: dict[str, str]) -> bool:
+        """This sweep is one of the run's sweeps (the exact test the store's LIKE approximates)."""
+        return not self.sweep or self.sweep in tags.get(keys.TAG_SWEEP, "").split(",")
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,10 @@ def _read_sqlite(uri: str, run_filter: RunFilter) -> tuple[list[dict], list[dict
         where = " ".join("AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)"
                          for _ in wanted)
         args = [x for kv in wanted.items() for x in kv]
+        if run_filter.sweep:  # one of the run's sweeps: its per-sweep key (orchestration.claims), or the
+            where += (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE (key = ? AND value = '1') "
+                      "OR (key = ? AND value = ?))")  # single sweep tag of runs made before it
+            args += [f"{keys.TAG_IN_SWEEP}{run_filter.sweep}", keys.TAG_SWEEP, run_filter.sweep]
         found = con.execute(
             "SELECT r.run_uuid, r.experiment_id, r.start_time, r.artifact_uri FROM runs r "
             "JOIN experiments e ON e.experiment_id = r.experiment_id "
@@ -202,6 +213,8 @@ def collect(uri: str, run_filter: RunFilter = RunFilter()) -> Runs:
     run_rows, metric_rows = [], []
     for run in found:
         tags, info = run.data.tags, run.info
+        if not run_filter.keeps(tags):
+            continue
         run_rows.append({"run_id": info.run_id, "experiment_id": info.experiment_id,
                          "start_time": info.start_time, "artifact_uri": info.artifact_uri,
                          DATA_ROOT_PARAM: run.data.params.get(DATA_ROOT_PARAM, ""),
