@@ -6,11 +6,14 @@ on the head node, so the driver, and with it the one MLflow writer, lives on
 the cluster. Paths in the sweep resolve against --base-dir (default: the
 submitter's cwd), so give the cluster's path when the data lives elsewhere
 there, e.g. `--base-dir /shared/atf` or `--set data.root=/shared/data`.
+The job's command line is quoted with `shlex.join` (the Jobs API runs it in a shell), so arguments
+with spaces or shell characters arrive intact and are never run.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -50,14 +53,14 @@ def submit(argv: list[str]) -> int:
     client = JobSubmissionClient(args.address)
     for attempt in range(30):  # a head that just started may not have its job agent up yet
         try:
-            job = client.submit_job(entrypoint=" ".join(entry),
+            job = client.submit_job(entrypoint=shlex.join(entry),  # the Jobs API runs it in a shell
                                     runtime_env={"working_dir": str(root), "excludes": EXCLUDES})
             break
         except RuntimeError as e:
             if "No available agent" not in str(e) or attempt == 29:
                 raise
             time.sleep(2.0)
-    print(f"submitted job {job} to {args.address}: {' '.join(entry)}", flush=True)
+    print(f"submitted job {job} to {args.address}: {shlex.join(entry)}", flush=True)
     if args.no_wait:
         return 0
     shown = 0

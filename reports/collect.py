@@ -88,6 +88,14 @@ def _check_reachable(uri: str) -> None:
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.exists():
             raise StoreError(f"MLflow store {uri} does not exist (run atf-sweep first, or pass --mlflow-uri)")
+        try:  # a report only reads: never let MLflow turn an empty or foreign file into a database
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            raise StoreError(f"MLflow store {uri} cannot be read ({exc.strerror})") from None
+        if head != b"SQLite format 3\x00":
+            what = "an empty file" if not head else "not a SQLite database"
+            raise StoreError(f"MLflow store {uri}: {path} is {what}, not an MLflow store; refusing to touch it")
     elif uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
