@@ -48,6 +48,12 @@ def submit(argv: list[str]) -> int:
         print(f"atf-sweep submit: error: {args.file}: the sweep file must be inside the project {root}",
               file=sys.stderr)
         return 2
+    from orchestration.preflight import submit_problems  # the checks this side can make, before the job
+    problems = submit_problems(args.file, rest, args.base_dir)
+    if problems:
+        print(f"atf-sweep submit: {args.file}: {len(problems)} problem(s); nothing submitted:", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in problems), file=sys.stderr)
+        return 2
     base = args.base_dir or str(Path.cwd().resolve())
     entry = [args.python, "-m", "orchestration.cli", str(sweep.relative_to(root)), "--base-dir", base, *rest]
     client = JobSubmissionClient(args.address)

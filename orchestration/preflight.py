@@ -26,7 +26,7 @@ from atf import keys
 from atf.config import RunConfig
 from orchestration.sweepfile import Cell, Sweep, SynthSpec, resolve_paths, synth_for
 
-__all__ = ["Problem", "Report", "check", "make_synth", "IMAGES_PER_FILE"]
+__all__ = ["Problem", "Report", "check", "make_synth", "submit_problems", "IMAGES_PER_FILE"]
 
 IMAGES_PER_FILE = 3           # images decoded per annotation file (seeded sample)
 _HTTP_TIMEOUT = 5.0
@@ -312,6 +312,28 @@ def check(sweep: Sweep, cwd: Path, mlflow_uri: str, storage: str | None = None, 
         _check_outputs(report, cwd, storage)
     _check_mlflow(report, mlflow_uri)
     return report
+
+
+def submit_problems(file: Path, argv: list[str], base_dir: str | None) -> list[str]:
+    """Preflight on the submitter's side of `atf-sweep submit`: the sweep file, its --set and
+    --profile, the models and the MLflow server always; files only when the cluster resolves paths
+    here (no --base-dir, or one that exists here). One line per problem; [] when it may go."""
+    from atf.config import ConfigError
+    from orchestration.cli import build_parser
+    from orchestration.mlflow_log import default_uri
+    from orchestration.sweepfile import load_sweep, parse_set
+    args, _ = build_parser().parse_known_args([str(file), *argv])
+    try:
+        sweep = load_sweep(file, parse_set(args.sets), args.profile)
+    except ConfigError as e:
+        return [str(e)]
+    here = base_dir is None or Path(base_dir).is_dir()
+    cwd = Path(base_dir) if base_dir and here else Path.cwd()
+    uri = args.mlflow_uri or default_uri(cwd)
+    report = check(sweep, cwd, uri, args.storage, files=here)
+    if not here or not uri.startswith(("http://", "https://")):  # a local store is the cluster's business
+        report.problems = [p for p in report.problems if not p.subject.startswith("MLflow store")]
+    return report.lines()
 
 
 def make_synth(root: Path, spec: SynthSpec, workers: int | None = None) -> dict:
