@@ -1,16 +1,20 @@
-"""Landmarks on arbitrary photos with an exported model (`atf-predict`).
+"""Landmarks on arbitrary photos with an exported model (`atf-predict`): every face of every photo.
 
-The crop is the training crop: a square of side max(w, h) x crop_margin around the face box (for
-a model trained with the HRNet centre/scale crop, a box of side scale*200 gives exactly that
-crop, so the two rules coincide here). Predictions are mapped back to original pixels with the
-same inverse affine the evaluator uses.
+The crop is the training crop. A model trained with the HRNet centre/scale crop (SynthFace and
+the HRNet CSVs: a square of side scale*200*margin about the annotated centre) gets, for each
+detected face, the box its annotation would have had: the detector's box moved and resized by the
+per-dataset calibration `DETECTOR_CALIBRATION` (fitted by tools/calibrate_detector.py: the
+detector's boxes are tighter than the annotation boxes and sit higher on the face). A model
+trained with the plain box crop gets the detector's box. Predictions are mapped back to original
+pixels with the same inverse affine the evaluator uses.
 
 Face boxes come from a CSV (columns image, left, top, right, bottom; one row per face) or from a
-detector. OpenCV 4.x wheels ship Haar cascades (`cv2.data.haarcascades`); OpenCV 5.x wheels, the
-one this project pins, ship neither the cascades nor `CascadeClassifier`. So the detector is
-chosen: "haar" where available, "yunet" (cv2.FaceDetectorYN) with a user-supplied ONNX model, or
-"whole" (the whole image is the face box: for photos already cropped to a face). "auto" takes the
-first that works and says clearly when none does.
+detector, which reports every face it finds:
+  mtcnn  the default: MTCNN (atf.facedetect) with the weights the `mtcnn` package ships in its wheel
+  haar   OpenCV's Haar cascade, the fallback where MTCNN's package is absent (OpenCV 4.x wheels only)
+  yunet  cv2.FaceDetectorYN with a YuNet ONNX file the user supplies (--detector-model)
+  whole  the whole image is the face box (photos already cropped to one face)
+"auto" takes the first of mtcnn, haar, yunet that can run here and says clearly when none can.
 """
 
 from __future__ import annotations
@@ -30,10 +34,24 @@ from atf import heatmaps, transforms
 from atf.data import flip_average, load_image
 
 __all__ = ["Face", "NoFaceError", "DetectorUnavailable", "read_boxes", "haar_available", "detect_face",
-           "predict_face", "flip_perm_of", "draw", "write_csv", "write_json", "run", "Detector"]
+           "detect_faces", "training_box", "predict_face", "flip_perm_of", "draw", "write_csv", "write_json",
+           "run", "Detector", "DETECTORS", "DETECTOR_CALIBRATION"]
 
-Detector = Literal["auto", "haar", "yunet", "whole"]
+Detector = Literal["auto", "mtcnn", "haar", "yunet", "whole"]
+DETECTORS = ("auto", "mtcnn", "haar", "yunet", "whole")
 HAAR_FILE = "haarcascade_frontalface_default.xml"
+MIN_SCORE = 0.9    # MTCNN face probability kept (faces score 0.94-1.0 here; clutter 0.8-0.9)
+Box = tuple[float, float, float, float]
+# MTCNN box -> the annotation's HRNet centre and side, per dataset, in units of the box's side:
+# (centre dx, centre dy, side ratio). Fitted by `tools/calibrate_detector.py --data-root data/synth`
+# on SynthFace at scale 0.02, seed 0 (WFLW 166, 300W 97, COFW 27, AFLW 185 detected faces; median
+# absolute deviations 0.01-0.07). Other datasets use the mean of the four.
+DETECTOR_CALIBRATION: dict[str, tuple[float, float, float]] = {
+    "wflw": (-0.009, 0.130, 0.839),
+    "300w": (-0.005, 0.118, 0.784),
+    "cofw": (-0.014, 0.096, 0.735),
+    "aflw": (-0.025, 0.071, 1.006),
+}
 
 
 class NoFaceError(RuntimeError):
@@ -87,30 +105,47 @@ def haar_available() -> bool:
     return hasattr(cv2, "CascadeClassifier") and os.path.isfile(os.path.join(folder, HAAR_FILE))
 
 
-def _largest(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+def _largest(boxes: list[Box]) -> Box:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def detect_face(image_rgb: np.ndarray, name: str, detector: Detector = "auto",
-                model_path: str | Path | None = None) -> tuple[tuple[float, float, float, float], str]:
-    """The largest face's box (left, top, right, bottom) and the detector that found it."""
-    if detector == "auto":
-        if haar_available():
-            detector = "haar"
-        elif model_path:
-            detector = "yunet"
-        else:
-            raise DetectorUnavailable(
-                f"no face detector for {name}: OpenCV {cv2.__version__} ships no Haar cascades; "
-                "pass --boxes CSV, --detector yunet --detector-model FILE.onnx, or --detector whole")
+def _choose(detector: str, name: str, model_path: str | Path | None) -> str:
+    """The detector "auto" means here: MTCNN, else Haar, else YuNet with a model file."""
+    if detector != "auto":
+        return detector
+    from atf.facedetect import mtcnn_available
+    if mtcnn_available():
+        return "mtcnn"
+    if haar_available():
+        return "haar"
+    if model_path:
+        return "yunet"
+    raise DetectorUnavailable(
+        f"no face detector for {name}: the mtcnn package (its weights) is not installed and OpenCV "
+        f"{cv2.__version__} ships no Haar cascades; pip install mtcnn, or pass --boxes CSV, --detector yunet "
+        "--detector-model FILE.onnx, or --detector whole")
+
+
+def detect_faces(image_rgb: np.ndarray, name: str, detector: Detector = "auto",
+                 model_path: str | Path | None = None, min_score: float = MIN_SCORE) -> tuple[list[Box], str]:
+    """Every face's box (left, top, right, bottom) in the detector's own convention, and the detector
+    that found them; NoFaceError when there is none."""
+    detector = _choose(detector, name, model_path)   # type: ignore[assignment]
     h, w = image_rgb.shape[:2]
     if detector == "whole":
-        return (0.0, 0.0, float(w), float(h)), "whole"
-    gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
-    found: list[tuple[float, float, float, float]] = []
-    if detector == "haar":
+        return [(0.0, 0.0, float(w), float(h))], "whole"
+    found: list[Box] = []
+    if detector == "mtcnn":
+        from atf.facedetect import MtcnnUnavailable
+        from atf.facedetect import detect_faces as mtcnn_faces
+        try:
+            found = [f.box for f in mtcnn_faces(image_rgb) if f.score >= min_score]
+        except MtcnnUnavailable as e:
+            raise DetectorUnavailable(str(e)) from None
+    elif detector == "haar":
         if not haar_available():
             raise DetectorUnavailable(f"Haar cascade detector not available in OpenCV {cv2.__version__}")
+        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
         cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, HAAR_FILE))
         rects = cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5,
                                          minSize=(max(24, min(h, w) // 20),) * 2)
@@ -123,10 +158,31 @@ def detect_face(image_rgb: np.ndarray, name: str, detector: Detector = "auto",
         found = [(float(f[0]), float(f[1]), float(f[0] + f[2]), float(f[1] + f[3]))
                  for f in (faces if faces is not None else [])]
     else:
-        raise ValueError(f"unknown detector {detector!r}; expected auto, haar, yunet or whole")
+        raise ValueError(f"unknown detector {detector!r}; expected one of {', '.join(DETECTORS)}")
     if not found:
         raise NoFaceError(f"no face found in {name} (detector {detector}); pass its box with --boxes")
-    return _largest(found), detector
+    return found, detector
+
+
+def detect_face(image_rgb: np.ndarray, name: str, detector: Detector = "auto",
+                model_path: str | Path | None = None) -> tuple[Box, str]:
+    """The largest face's box and the detector that found it (for one-face photos)."""
+    found, used = detect_faces(image_rgb, name, detector, model_path)
+    return _largest(found), used
+
+
+def training_box(box: Box, meta: dict[str, Any], detector: str) -> Box:
+    """The box whose crop (`max side x crop_margin` about its centre) is the crop the model was
+    trained with: for a centre/scale model and an MTCNN box, the calibrated annotation box."""
+    if detector != "mtcnn" or meta.get("crop") != "center_scale":
+        return box
+    table = DETECTOR_CALIBRATION
+    dx, dy, k = table.get(str(meta.get("dataset")), tuple(np.mean(list(table.values()), axis=0)))
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top)
+    cx, cy = (left + right) / 2 + dx * side, (top + bottom) / 2 + dy * side
+    half = k * side / 2
+    return (cx - half, cy - half, cx + half, cy + half)
 
 
 # -- prediction -------------------------------------------------------------------------------------
@@ -249,7 +305,8 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
                                       "or its file name)")
                 found = [(box, where) for box, where in rows]
             else:
-                found = [detect_face(img, name, detector, detector_model)]
+                boxes_found, used = detect_faces(img, name, detector, detector_model)
+                found = [(training_box(box, meta, used), used) for box in boxes_found]
         except (FileNotFoundError, NoFaceError) as e:
             if skipped is None:
                 raise

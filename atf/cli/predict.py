@@ -1,7 +1,7 @@
-"""`atf-predict MODEL IMAGE... [--boxes BOXES.csv] [--out DIR] [--format csv|json] [--flip]`.
+"""`atf-predict MODEL IMAGE...`: landmarks of every face in photos, with an exported atf model.
 
-Landmarks on photos with an exported model (see atf.predict); writes DIR/landmarks.csv (annotation
-layout) or DIR/landmarks.json, and DIR/<image>_landmarks.png with the landmarks drawn.
+Writes DIR/landmarks.csv (the annotation layout) or DIR/landmarks.json, and DIR/<image>_landmarks.png
+with each face's box and landmarks drawn.
 """
 
 from __future__ import annotations
@@ -9,28 +9,43 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main"]
+from atf.cli.common import make_parser
+
+__all__ = ["main", "build_parser", "parser"]
+
+EXAMPLES = """
+  atf-predict runs/demo_atf/model/wflw.pt2 group.jpg              # every face MTCNN finds
+  atf-predict model/wflw.onnx a.jpg b.jpg --out pred --format json --flip
+  atf-predict model/wflw.pt2 photo.jpg --boxes boxes.csv          # your own face boxes
+  atf-predict old_export.pt crop.png --detector whole             # photo already cropped to a face
+"""
+DETECTORS = ("auto", "mtcnn", "haar", "yunet", "whole")   # atf.predict.DETECTORS (not imported: --help stays fast)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atf-predict", description="Landmarks on photos with an exported atf model.")
-    p.add_argument("model", help="exported TorchScript model (atf.export). A TorchScript file is a program: it is "
-                   "loaded only from this path, never found or downloaded; give models you exported or trust")
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("atf-predict", "Landmarks of every face in photos, with an exported atf model.", EXAMPLES)
+    p.add_argument("model", help="exported model: .pt2 (torch.export, what training writes), .onnx (needs the "
+                   "onnx extra) or an older TorchScript .pt. It is loaded only from this path, never found or "
+                   "downloaded; a .pt file is a program: give only models you exported or trust")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--boxes", help="CSV with columns image, left, top, right, bottom (one row per face)")
-    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", dest="fmt")
+    p.add_argument("--boxes", default=None, metavar="CSV",
+                   help="face boxes instead of a detector: columns image, left, top, right, bottom; one row per face")
+    p.add_argument("--out", default="predictions", metavar="DIR", help="output folder")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", dest="fmt", help="landmarks file format")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image's prediction")
-    p.add_argument("--detector", choices=("auto", "haar", "yunet", "whole"), default="auto",
-                   help="face detector when no --boxes: auto = haar if this OpenCV ships it, else yunet "
-                        "when --detector-model is given; whole = the whole image is the face")
-    p.add_argument("--detector-model", help="ONNX model file for --detector yunet")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector when no --boxes: auto = mtcnn (weights from the mtcnn package), else "
+                        "OpenCV's Haar cascade, else yunet with --detector-model; whole = the image is the face")
+    p.add_argument("--detector-model", default=None, metavar="ONNX", help="YuNet ONNX file for --detector yunet")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     return p
 
 
+parser = build_parser   # the name older callers used
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from atf.predict import DetectorUnavailable, NoFaceError, run
     skipped: list[str] = []  # an image without a face (or unreadable) is named; the others are written
     try:

@@ -1,0 +1,245 @@
+"""Every face in a photo: an MTCNN cascade (Zhang et al. 2016) in PyTorch, with the trained
+weights the `mtcnn` package ships inside its wheel (nothing is downloaded at run time).
+
+Why MTCNN from that package: it is the one detector whose weights a plain `pip install` brings
+without TensorFlow (its weights are joblib/lz4 arrays; `mtcnn` needs TensorFlow only to run its own
+code, which we never import), it finds small and turned faces in group photos where OpenCV's Haar
+cascade returns one box or a false positive, and the three networks are small enough to write
+here and run on a CPU in a fraction of a second per photo.
+
+The cascade: P-Net slides over an image pyramid proposing 12 px windows, R-Net (24 px) and O-Net
+(48 px) re-score and refine them; boxes are merged by non-maximum suppression at every stage.
+Input is RGB scaled as (x - 127.5) / 128, as the weights were trained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["FaceBox", "MtcnnUnavailable", "mtcnn_available", "detect_faces", "weights_dir"]
+
+WEIGHTS_PACKAGE = "mtcnn"
+MIN_FACE = 20               # px: the smallest face looked for
+PYRAMID_FACTOR = 0.709      # each pyramid level is this much smaller (the paper's value)
+THRESHOLDS = (0.6, 0.7, 0.8)  # face probability kept after P-Net, R-Net, O-Net
+NMS = (0.5, 0.7, 0.7)         # IoU merging: per pyramid level, after R-Net, after O-Net ("min" overlap)
+
+
+class MtcnnUnavailable(RuntimeError):
+    """The `mtcnn` package (which ships the weights) or `joblib`/`lz4` (which read them) is missing."""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """One detection: box (left, top, right, bottom) in image pixels, face probability, and the five
+    points O-Net regresses (eyes, nose, mouth corners) as [5, 2]."""
+    box: tuple[float, float, float, float]
+    score: float
+    points: np.ndarray
+
+
+def weights_dir() -> Path | None:
+    """Where the installed `mtcnn` package keeps its weights (found without importing it)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "assets" / "weights"
+    return folder if all((folder / f"{n}.lz4").is_file() for n in ("pnet", "rnet", "onet")) else None
+
+
+def mtcnn_available() -> bool:
+    return weights_dir() is not None and importlib.util.find_spec("joblib") is not None \
+        and importlib.util.find_spec("lz4") is not None
+
+
+# -- the three networks -----------------------------------------------------------------------------
+
+def _conv(w: np.ndarray, b: np.ndarray) -> nn.Conv2d:
+    """A Keras kernel [H, W, in, out] as a torch convolution."""
+    conv = nn.Conv2d(w.shape[2], w.shape[3], (w.shape[0], w.shape[1]))
+    conv.weight.data = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).float()
+    conv.bias.data = torch.from_numpy(b).float()
+    return conv
+
+
+def _prelu(alpha: np.ndarray) -> nn.PReLU:
+    act = nn.PReLU(alpha.size)
+    act.weight.data = torch.from_numpy(alpha.reshape(-1)).float()
+    return act
+
+
+def _linear(w: np.ndarray, b: np.ndarray) -> nn.Linear:
+    fc = nn.Linear(w.shape[0], w.shape[1])
+    fc.weight.data = torch.from_numpy(np.ascontiguousarray(w.T)).float()
+    fc.bias.data = torch.from_numpy(b).float()
+    return fc
+
+
+class _Trunk(nn.Module):
+    """conv -> PReLU [-> max-pool] blocks; pools are (kernel, stride, ceil) as TF's SAME/VALID."""
+
+    def __init__(self, weights: list[np.ndarray], pools: list[tuple[int, int, bool] | None]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(_conv(weights[3 * i], weights[3 * i + 1]) for i in range(len(pools)))
+        self.acts = nn.ModuleList(_prelu(weights[3 * i + 2]) for i in range(len(pools)))
+        self.pools = pools
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv, act, pool in zip(self.convs, self.acts, self.pools):
+            x = act(conv(x))
+            if pool is not None:
+                x = F.max_pool2d(x, pool[0], pool[1], ceil_mode=pool[2])
+        return x
+
+
+class PNet(nn.Module):
+    """12 px windows, fully convolutional: (box offsets [N, 4, h, w], face probability [N, h, w])."""
+
+    def __init__(self, w: list[np.ndarray]) -> None:
+        super().__init__()
+        self.trunk = _Trunk(w[:9], [(2, 2, True), None, None])
+        self.reg, self.cls = _conv(w[9], w[10]), _conv(w[11], w[12])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.trunk(x)
+        return self.reg(f), F.softmax(self.cls(f), dim=1)[:, 1]
+
+
+class _Refiner(nn.Module):
+    """R-Net / O-Net: conv trunk, flattened in (W, H, C) order as the weights expect, one FC layer,
+    then heads (box offsets, [points,] face probability)."""
+
+    def __init__(self, w: list[np.ndarray], pools: list[tuple[int, int, bool] | None]) -> None:
+        super().__init__()
+        n = 3 * len(pools)
+        self.trunk = _Trunk(w[:n], pools)
+        self.fc, self.act = _linear(w[n], w[n + 1]), _prelu(w[n + 2])
+        self.heads = nn.ModuleList(_linear(w[i], w[i + 1]) for i in range(n + 3, len(w), 2))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        f = self.trunk(x).permute(0, 3, 2, 1).flatten(1)
+        f = self.act(self.fc(f))
+        outs = [head(f) for head in self.heads]
+        outs[-1] = F.softmax(outs[-1], dim=1)[:, 1]
+        return outs
+
+
+@lru_cache(maxsize=1)
+def _networks() -> tuple[PNet, _Refiner, _Refiner]:
+    folder = weights_dir()
+    if folder is None:
+        raise MtcnnUnavailable("the MTCNN detector needs the 'mtcnn' package, which ships its weights "
+                               "(pip install mtcnn)")
+    try:
+        import joblib
+    except ImportError:
+        raise MtcnnUnavailable("reading the MTCNN weights needs joblib and lz4 (pip install mtcnn)") from None
+    w = {n: [np.asarray(a) for a in joblib.load(folder / f"{n}.lz4")] for n in ("pnet", "rnet", "onet")}
+    pnet = PNet(w["pnet"]).eval()
+    rnet = _Refiner(w["rnet"], [(3, 2, True), (3, 2, False), None]).eval()
+    onet = _Refiner(w["onet"], [(3, 2, True), (3, 2, False), (2, 2, True), None]).eval()
+    return pnet, rnet, onet
+
+
+# -- boxes ------------------------------------------------------------------------------------------
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (IoU, or overlap over the smaller box)."""
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-scores)
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / np.maximum(denom, 1e-9) <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _refine(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply regressed offsets (fractions of the box's width/height)."""
+    wh = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)
+    return boxes + offsets * wh
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Each box as the square of its longer side around its centre (what R-Net and O-Net see)."""
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] / 2
+    return np.concatenate([c - half, c + half], axis=1)
+
+
+def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> Tensor:
+    """Each box resampled to size x size (outside the image: mid-grey, 0 after normalisation)."""
+    out = np.empty((len(boxes), size, size, 3), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        sx, sy = size / max(x2 - x1, 1e-6), size / max(y2 - y1, 1e-6)
+        m = np.array([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]], np.float32)
+        out[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=(127.5, 127.5, 127.5))
+    return torch.from_numpy((out - 127.5) / 128.0).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def _proposals(pnet: PNet, image: np.ndarray, min_face: int) -> np.ndarray:
+    """P-Net over the pyramid: candidate boxes [n, 5] (x1, y1, x2, y2, score) in image pixels."""
+    h, w = image.shape[:2]
+    scale, found = 12.0 / min_face, []
+    while min(h, w) * scale >= 12:
+        sh, sw = int(np.ceil(h * scale)), int(np.ceil(w * scale))
+        level = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy((level - 127.5) / 128.0).permute(2, 0, 1)[None].float()
+        reg, prob = pnet(x)
+        ys, xs = np.nonzero(prob[0].numpy() > THRESHOLDS[0])
+        if len(ys):
+            cells = np.stack([xs * 2, ys * 2, xs * 2 + 12, ys * 2 + 12], axis=1) / scale
+            boxes = _refine(cells, reg[0][:, ys, xs].numpy().T)
+            scores = prob[0].numpy()[ys, xs]
+            keep = _nms(boxes, scores, NMS[0])
+            found.append(np.concatenate([boxes[keep], scores[keep, None]], axis=1))
+        scale *= PYRAMID_FACTOR
+    return np.concatenate(found) if found else np.zeros((0, 5))
+
+
+@torch.no_grad()
+def detect_faces(image_rgb: np.ndarray, min_face: int = MIN_FACE) -> list[FaceBox]:
+    """Every face in an RGB uint8 image, most probable first."""
+    pnet, rnet, onet = _networks()
+    image = np.ascontiguousarray(image_rgb, dtype=np.float32)
+    cand = _proposals(pnet, image, min_face)
+    if not len(cand):
+        return []
+    cand = cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
+    boxes = _square(cand[:, :4])
+    reg, prob = rnet(_crops(image, boxes, 24))
+    keep = prob.numpy() > THRESHOLDS[1]
+    boxes, reg, scores = boxes[keep], reg.numpy()[keep], prob.numpy()[keep]
+    if not len(boxes):
+        return []
+    kept = _nms(boxes, scores, NMS[1])
+    boxes = _square(_refine(boxes[kept], reg[kept]))
+    reg, points, prob = onet(_crops(image, boxes, 48))
+    keep = prob.numpy() > THRESHOLDS[2]
+    boxes, reg, points, scores = boxes[keep], reg.numpy()[keep], points.numpy()[keep], prob.numpy()[keep]
+    if not len(boxes):
+        return []
+    wh = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+    # O-Net's points: five x offsets, then five y offsets, as fractions of the (square) box
+    pts = np.stack([boxes[:, None, 0] + points[:, :5] * wh[:, :1], boxes[:, None, 1] + points[:, 5:] * wh[:, 1:]],
+                   axis=2)
+    boxes = _refine(boxes, reg)
+    kept = _nms(boxes, scores, NMS[2], mode="min")
+    return [FaceBox(tuple(float(v) for v in boxes[i]), float(scores[i]), pts[i]) for i in kept]
