@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/atf-data synth --out data/synth --scale 0.02 --seed 0 --skip-existing
-	$(BIN)/atf-sweep sweeps/demo.yaml
+	$(BIN)/atf-sweep sweeps/demo.yaml   # makes data/synth first when absent (atf-data synth, scale 0.02)
 	$(BIN)/atf-report --out report
 	@echo "tables: report/index.md   MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
