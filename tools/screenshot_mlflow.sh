@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a person sees: start `mlflow ui` on loopback over a store and take a headless Chromium
-# screenshot of the page comparing its reported cell runs (else the runs page).
+# screenshot of an experiment's runs table (sweep parent runs, readable cell run names).
 #
 #   tools/screenshot_mlflow.sh [STORE_URI] [OUT_PNG] [EXPERIMENT_NAME]
 #   defaults: sqlite:///mlflow.db  docs/img/mlflow_runs.png  (the experiment with most runs)
@@ -61,15 +61,9 @@ if not count:
     print("")
     raise SystemExit
 exp = max(count, key=count.get)
-# the reported cell runs (tag atf.role = cell): the MLflow page that compares them
-runs = post("runs/search", {"experiment_ids": [exp], "max_results": 50,
-                            "filter": "tags.`atf.role` = 'cell'"}).get("runs", [])
-ids = [r["info"]["run_id"] for r in runs]
-if ids:
-    from urllib.parse import quote
-    print(f"{exp} #/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp]))}")
-else:
-    print(f"{exp} #/experiments/{exp}/runs")
+# the runs table (MLflow 3 route; the sweep marks the experiment as model training, so it is not
+# taken for a GenAI experiment)
+print(f"{exp} #/experiments/{exp}/runs")
 PY
 )
 page=${exp#* }
