@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 
-.PHONY: demo test lint bench venv clean-demo paper-smoke
+.PHONY: demo test lint bench venv clean-demo readme-excerpts paper-smoke
 
 venv: $(STAMP)
 
@@ -40,6 +40,9 @@ test: $(STAMP)
 	@bash tools/ensure_texlive.sh
 	$(BIN)/ruff check atf orchestration reports tests bench
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+readme-excerpts: $(STAMP)   # after `make demo`: README's Table X excerpt and its LaTeX picture
+	$(BIN)/python tools/readme_excerpts.py --png
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -238,7 +238,7 @@ def render_markdown(result: TableResult, groups: list[MissingGroup], figures: li
     t = result.table
     head = ["Method"] + [display(c.label) for c in t.columns]
     lines = [f"# Table {t.id}: {_md_label(display(table_title(result)))}", "",
-             f"> {data_statement(result)}", "", t.caption, "",
+             f"> {data_statement(result)}", "", _md_label(display(t.caption)), "",
              "| " + " | ".join(head) + " |", "|:---|" + "|".join("---:" for _ in t.columns) + "|"]
     for line in _lines(result):
         if line.kind in ("section", "group"):
