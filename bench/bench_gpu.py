@@ -42,7 +42,7 @@ class Case:
 
 FULL = (Case("OCN-112", "ocn", 112, 300), Case("HRNet-W18-256", "hrnet_w18", 256, 16))
 TINY = (Case("OCN-112 (tiny: 48 px, width 0.25)", "ocn", 48, 4, 0.25),
-        Case("HRNet-W18-256 (tiny: 32 px, width 0.25)", "hrnet_w18", 32, 1, 0.25))
+        Case("HRNet-W18-256 (tiny: 64 px, width 0.25)", "hrnet_w18", 64, 2, 0.25))
 
 
 def model_step(case: Case, device, amp: bool, channels_last: bool, warmup: int, iters: int

@@ -35,7 +35,7 @@ def table(text: str, header_start: str) -> list[list[str]]:
 
 
 def number(text: str, label: str) -> float:
-    m = re.search(rf"^{re.escape(label)}: (-?[0-9.]+) ", text, re.M)
+    m = re.search(rf"^{re.escape(label)}: (-?[0-9.]+)", text, re.M)
     assert m, f"no line {label!r} in:\n{text}"
     return float(m.group(1))
 
