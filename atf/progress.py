@@ -1,7 +1,7 @@
 """Progress of the training and evaluation loops, on a terminal and in a log file alike.
 
 On a terminal (stderr is a TTY) a tqdm bar per epoch; when stdout is not a terminal (a log file, a
-pipe, a Ray trial's log) a line at the start and then every `every` seconds (30 by default):
+pipe, a Ray trial's log) a line every `every` seconds (30 by default) while a loop runs:
 
     [atf 16:21:07] train main epoch 3/60 step 120/400 (30%) 41.2 img/s ETA epoch 6m48s, stage 2h10m
     [atf 16:25:40] eval wflw step 5/12 (42%) 120.3 img/s ETA 12s
@@ -75,9 +75,7 @@ class Progress:
             from tqdm import tqdm
             where = f" epoch {epoch}/{epochs}" if epoch is not None else ""
             self.bar = tqdm(total=total, desc=f"{kind} {name}{where}".strip(), leave=False, unit="step")
-        self.every = _every()
-        if self.lines and total > 0:
-            self._print()
+        self.every = _every()   # the first line after `every` seconds: short loops (a validation pass) stay quiet
 
     def update(self, steps: int = 1, items: int = 0) -> None:
         """`steps` more done, holding `items` images (throughput is in images per second)."""
