@@ -56,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((n, seeded, with_f, without))
     print(f"\n{machine_line()}\n")
     print(f"`atf-report` over all tables, Table I runs with CED artifacts; min of {a.repeats}\n")
-    print("| stored runs | with figures (s) | without figures (s) | with figures per 1000 runs (s) |")
+    print("| stored runs | with figures (s) | without figures (s) | added per 1000 more runs (s) |")
     print("|---:|---:|---:|---:|")
+    n0, _, w0, _ = rows[0]
     for n, _, w, wo in rows:
-        print(f"| {n} | {w:.1f} | {wo:.1f} | {w / n * 1000:.1f} |")
+        growth = f"{(w - w0) / (n - n0) * 1000:.1f}" if n > n0 else "-"
+        print(f"| {n} | {w:.1f} | {wo:.1f} | {growth} |")
     n, _, w, _ = rows[-1]
     print(f"\nreport with figures per 1000 runs: {w / n * 1000:.1f} s (at {n} runs)")
     return 0
