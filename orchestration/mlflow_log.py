@@ -57,9 +57,10 @@ def default_uri(cwd: Path | None = None) -> str:
 
 
 def runs_url(uri: str, experiment_id: str, port: int = _UI_PORT) -> str:
-    """URL of the experiment's runs table (MLflow 3.x routes: #/experiments/<id>/runs)."""
+    """URL of the experiment's runs table in MLflow 3's model-training view (its route
+    #/experiments/<id>/runs; workflowType picks the view, else the UI may open its GenAI pages)."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def ui_command(uri: str, port: int = _UI_PORT) -> str | None:

@@ -74,7 +74,8 @@ def test_tracking_uri_env_and_the_runs_table_url(tmp_path, monkeypatch):
     store = TrackingStore(uri, "atf")
     exp = store.client.get_experiment(store.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert runs_url(uri, store.experiment_id) == f"http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs"
-    assert runs_url("http://head:5000/", "7") == "http://head:5000/#/experiments/7/runs"
+    view = "runs?workflowType=machine_learning"
+    assert runs_url(uri, store.experiment_id) == f"http://127.0.0.1:5000/#/experiments/{store.experiment_id}/{view}"
+    assert runs_url("http://head:5000/", "7") == f"http://head:5000/#/experiments/7/{view}"
     assert ui_command(uri) == f"mlflow ui --backend-store-uri {uri} --port 5000"
     assert ui_command("http://head:5000") is None

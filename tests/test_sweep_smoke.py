@@ -44,8 +44,8 @@ def empty_cells(md: str) -> list[str]:
         if not line.startswith("| ") or "*paper*" in line or "*Δ" in line or "(published)" in line:
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] in ("Method", "") or set(cells[0]) <= {":", "-"}:
-            continue
+        if cells[0] in ("Method", "") or set(cells[0]) <= {":", "-"} or not any(cells[1:]):
+            continue  # header, rule, or a section title row (e.g. "**OCN**")
         out += [f"{cells[0]}: column {i}" for i, c in enumerate(cells[1:], 1) if c in ("–", "-", "")]
     return out
 

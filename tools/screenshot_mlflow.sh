@@ -61,9 +61,13 @@ if not count:
     print("")
     raise SystemExit
 exp = max(count, key=count.get)
-# the runs table (MLflow 3 route; the sweep marks the experiment as model training, so it is not
-# taken for a GenAI experiment)
-print(f"{exp} #/experiments/{exp}/runs")
+# the runs table (MLflow 3 route) in the model-training view, the cell runs and their samples
+# (named after experiment, variant and seed) listed rather than folded under the sweep's run
+from urllib.parse import quote
+flt = quote("tags.`atf.kind` = 'trial'")
+order = quote("metrics.`val/nme`")   # any order but creation time lists children flat
+print(f"{exp} #/experiments/{exp}/runs?workflowType=machine_learning&searchFilter={flt}"
+      f"&orderByKey={order}&orderByAsc=true")
 PY
 )
 page=${exp#* }
