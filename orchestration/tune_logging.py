@@ -41,9 +41,10 @@ def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
     for k, v in metrics.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or k in (FINAL, STEP):
             continue
-        if keys.parse_test_metric(k) is not None and role == keys.ROLE_SEARCH:
+        is_test = keys.parse_protocol_metric(k) is not None   # test/* and test_ocn/*
+        if is_test and role == keys.ROLE_SEARCH:
             continue
-        if keys.parse_test_metric(k) or k.startswith((keys.VAL_PREFIX, keys.TIME_PREFIX)):
+        if is_test or k.startswith((keys.VAL_PREFIX, keys.TIME_PREFIX)):
             out[k] = float(v)
     return out
 

@@ -79,3 +79,13 @@ def test_tracking_uri_env_and_the_runs_table_url(tmp_path, monkeypatch):
     assert runs_url("http://head:5000/", "7") == f"http://head:5000/#/experiments/7/{view}"
     assert ui_command(uri) == f"mlflow ui --backend-store-uri {uri} --port 5000"
     assert ui_command("http://head:5000") is None
+
+
+def test_both_nme_protocols_reach_mlflow_but_never_from_a_search_sample():
+    """OCN cells run `eval.protocol: both`: the OCN-code metrics (test_ocn/*) are logged beside test/*."""
+    from orchestration.tune_logging import final_to_log
+    bench, ocn = keys.test_metric("wflw", "full", keys.NME), keys.test_metric("wflw", "full", keys.NME,
+                                                                             keys.PROTOCOL_OCN)
+    final = {bench: 4.5, ocn: 4.1, "val/nme": 5.0, "train/loss": 0.3}
+    assert final_to_log(final, keys.ROLE_CELL) == {bench: 4.5, ocn: 4.1, "val/nme": 5.0}
+    assert final_to_log(final, keys.ROLE_SEARCH) == {"val/nme": 5.0}

@@ -86,7 +86,7 @@ experiments:
     tuned = next(c for c in sweep.cells() if c.search)
     samples = runs(db, keys.ROLE_SEARCH)
     assert len(samples) == 2 and all(s.data.tags[keys.TAG_CELL] == tuned.cell_id for s in samples)
-    assert all(keys.parse_test_metric(m) is None for s in samples for m in s.data.metrics)
+    assert all(keys.parse_protocol_metric(m) is None for s in samples for m in s.data.metrics)
     best = min(samples, key=lambda s: s.data.metrics[keys.VAL_NME])
     chosen = cells[tuned.cell_id]
     assert chosen.data.tags[TAG_CHOSEN_FROM] == best.info.run_id

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"best epoch {result.best_epoch}; outputs in {out}")
         for name, v in sorted(result.metrics.items()):
-            if keys.parse_test_metric(name) or name.startswith((keys.VAL_PREFIX, keys.TIME_PREFIX)):
+            if keys.parse_protocol_metric(name) or name.startswith((keys.VAL_PREFIX, keys.TIME_PREFIX)):
                 print(f"  {name:<40} {v:.4f}")
         for n in result.notes:
             print(f"  note: {n}")
