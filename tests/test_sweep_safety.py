@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_sweep_cluster import ray_head  # noqa: F401 - the `ray start --head` fixture, shared
 
 from atf import keys
 from orchestration.cells import table_tag
@@ -235,26 +234,62 @@ def test_report_refuses_empty_or_foreign_store(tmp_path):
         assert f.read_bytes() == content  # untouched: not turned into an MLflow database
 
 
-def test_submit_passes_arguments_intact(tmp_path, synth_root, ray_head):  # noqa: F811
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """`ray start --head` on loopback with every port free-picked: the dashboard agent's fixed default
+    port (52365) is taken whenever another Ray head runs on the machine, and then no job is accepted."""
+    bin_dir = Path(sys.executable).parent
+    ports = {k: free_port() for k in ("port", "dashboard-port", "dashboard-agent-listen-port",
+                                      "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token"}
+    log = open(tmp_path_factory.mktemp("head") / "head.log", "w")
+    proc = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", "--num-cpus=1",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                             "--disable-usage-stats", *(f"--{k}={v}" for k, v in ports.items())],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"dashboard": f"http://127.0.0.1:{ports['dashboard-port']}", "env": env}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_submit_passes_arguments_intact(tmp_path, synth_root, ray_head):
     """Shell metacharacters and spaces in submit's arguments reach atf-sweep as one argument each."""
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + 120
+    while True:  # the dashboard (Jobs API) comes up after the GCS port
+        try:
+            urllib.request.urlopen(f"{ray_head['dashboard']}/api/version", timeout=10)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (401 without the token): up
+        except OSError as e:
+            if time.time() > deadline:
+                pytest.skip(f"Ray dashboard not reachable: {e}")
+            time.sleep(1.0)
     jobdir = ROOT / "sweeps" / ".test-jobs"
     jobdir.mkdir(exist_ok=True)
     marker = tmp_path / "pwned"
     base = tmp_path / "base dir"  # a space in the path
     base.mkdir()
     p = sweep_file(jobdir, f"inject{os.getpid()}", synth_root, ["b"])
-    evil = f"data.max_train=16;touch {marker}"
     try:
         out = subprocess.run([sys.executable, "-m", "orchestration.cli", "submit", str(p), "--address",
                               ray_head["dashboard"], "--python", sys.executable, "--base-dir", str(base),
-                              "--dry-run", "--set", evil],
+                              "--dry-run", "--experiment", f"e;touch {marker}"],
                              cwd=tmp_path, env=ray_head["env"], capture_output=True, text=True, timeout=400)
     finally:
         p.unlink()
         if not any(jobdir.iterdir()):
             jobdir.rmdir()
     assert not marker.exists()  # the shell never ran `touch`
-    # the argument arrived whole: atf-sweep refused it as a value of data.max_train, in the base dir
-    assert out.returncode == 1 and "FAILED" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
-    assert f"'16;touch {marker}'" in out.stdout, out.stdout[-3000:]
+    # "--base-dir /x/base dir" arrived as one argument (split, argparse would refuse "dir" and the job fail)
+    assert out.returncode == 0 and "SUCCEEDED" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
+    assert f"'e;touch {marker}'" in out.stdout  # the command line shown is the quoted one
 
