@@ -85,16 +85,18 @@ class SweepSummary:
     reused: int = 0
     finished: int = 0
     failed: int = 0
+    linked: int = 0                 # trained meanwhile by another sweep on the same store, linked here
     parent_run_id: str = ""
     failed_cells: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.reused + self.finished == self.total
+        return self.failed == 0 and self.reused + self.finished + self.linked == self.total
 
     def line(self) -> str:
         return (f"sweep {self.name}: {self.total} cells, {self.reused} reused, {self.finished} run, "
-                f"{self.failed} failed" + (f" ({', '.join(self.failed_cells)})" if self.failed_cells else "")
+                + (f"{self.linked} linked (trained by another sweep meanwhile), " if self.linked else "")
+                + f"{self.failed} failed" + (f" ({', '.join(self.failed_cells)})" if self.failed_cells else "")
                 + f"; MLflow parent run {self.parent_run_id}")
 
 
@@ -429,7 +431,8 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             waiting = [c for c in pending if c.cell_id in held]
             pending = _wait_for(waiting, store, claims, sweep.name, parent, opts, signals, linked)
         done = store.finished_cells(c.cell_id for c in todo) if todo else {}
-        summary.finished = sum(c.cell_id in done for c in todo)
+        summary.linked = sum(c.cell_id in done and c.cell_id in linked for c in todo)
+        summary.finished = sum(c.cell_id in done and c.cell_id not in linked for c in todo)
         summary.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
         summary.failed = len(summary.failed_cells)
         counts.update(finished=summary.finished, failed=summary.failed, linked=len(linked))
