@@ -7,10 +7,19 @@ with OptunaSearch, then the sample with the lowest validation NME is
 recorded as the cell's reported run; (4) whatever Tune finished but MLflow
 missed (a killed driver) is reconciled from the result grid.
 
-A launch record (`<storage>/<sweep>-<key>.launch.json`) names the Tune
+A launch record (`<storage>/<sweep>-<key>-<stamp>-<pid>-<rand>.launch.json`, one
+per launch, so two drivers of one sweep never share one) names the Tune
 experiment folders and the parent run, so `--resume` restores exactly those
 experiments (`Tuner.restore(..., resume_errored=True)`): finished trials are
 neither lost nor run twice, unfinished ones continue from their checkpoints.
+
+Shared stores (several people's sweeps on one MLflow store): before training, a
+driver claims its cells (orchestration.claims); a cell another live driver holds
+is waited for and, once finished, linked into this sweep (its sweeps and tables
+tags gain ours; our parent run gets atf.link.<cell>) instead of being trained
+twice; a cell whose holder died is taken over. SIGTERM and Ctrl-C stop the
+driver cleanly: Tune saves its state, running trial runs and the parent run are
+marked KILLED, claims are released, and `--resume` continues.
 """
 
 from __future__ import annotations

@@ -89,3 +89,27 @@ def test_killed_workers_leave_the_same_result(tmp_path, synth_root, local_ray, m
         assert [s for s, _ in hist[cid]] == list(range(1, epochs + 1)), hist[cid]  # each step logged once
         assert hist[cid] == calm_hist[cid]
     assert table and table == calm_table  # the report's numbers are those of the undisturbed sweep
+
+
+def test_rerun_after_a_failure_logs_each_step_once_and_clears_the_error(tmp_path, synth_root, local_ray,
+                                                                         monkeypatch):
+    """A cell that failed at epoch 2 (a raise, no retries), then a plain rerun that recovers: the same run
+    continues, steps 1-3 are in its history once each, and the finished run keeps no error tag."""
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "soak.yaml"
+    p.write_text(SWEEP.format(root=synth_root, epochs=3).replace("  - {name: w3", "#").replace("  - {name: wa", "#"))
+    db = tmp_path / "mlflow.db"
+    opts = SweepOptions(mlflow_uri=f"sqlite:///{db}", storage=str(tmp_path / "tune"), progress=False,
+                        max_failures=0)
+    (cid,) = [c.cell_id for c in load_sweep(p).cells()]
+    first = run_sweep(load_sweep(p), SweepOptions(**{**opts.__dict__, "faults": f"raise@2:{cid}"}))
+    assert first.failed_cells == (cid,)
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("atf")
+    (failed,) = client.search_runs([exp.experiment_id], f"tags.`{keys.TAG_KIND}` = 'trial'")
+    assert failed.info.status == "FAILED" and "injected fault" in failed.data.tags[keys.TAG_ERROR]
+    assert run_sweep(load_sweep(p), opts).ok  # the plain rerun: trains the cell again from epoch 1
+    (run,) = client.search_runs([exp.experiment_id], f"tags.`{keys.TAG_KIND}` = 'trial'")
+    assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, keys.TRAIN_LOSS)] == [1, 2, 3]
+    assert keys.TAG_ERROR not in run.data.tags and keys.TAG_FAILURE not in run.data.tags
