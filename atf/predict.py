@@ -290,7 +290,6 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
     module, meta = load_exported(model, device=device)
     table = read_boxes(boxes) if boxes else None
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     faces: list[Face] = []
     pngs: set[str] = set()
     for name in images:
@@ -321,7 +320,10 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
             n += 1
             png = f"{Path(name).stem}_{n}_landmarks.png"
         pngs.add(png)
+        out_dir.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out_dir / png), draw(img, mine))
+    if not faces and skipped:
+        return faces  # every image was skipped: nothing to write (the caller names each one)
     if fmt == "csv":
         write_csv(faces, meta, out_dir / "landmarks.csv")
     else:
