@@ -229,6 +229,7 @@ class _Signals:
         """(Re)install the handlers: ray.init replaces SIGTERM's, so this runs after it too."""
         if threading.current_thread() is not threading.main_thread():
             return
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours forwards it (SIGUSR1); Tune's would hide it
         for s in (signal.SIGTERM, signal.SIGINT):
             self._old.setdefault(s, signal.getsignal(s))
             signal.signal(s, self._handle)

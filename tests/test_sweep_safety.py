@@ -148,7 +148,10 @@ def test_four_drivers_on_one_store(tmp_path, synth_root):
                                             "s4": ["b", "wa"]}, {})
 
 
-def test_sigterm_kills_parent_cleanly_then_resume(tmp_path, synth_root):
+@pytest.mark.parametrize("how", ["sigterm", pytest.param("ctrl-c", marks=pytest.mark.slow)])
+def test_stop_kills_parent_cleanly_then_resume(tmp_path, synth_root, how):
+    """SIGTERM to the driver (a scheduler), or SIGINT to its whole process group (Ctrl-C in a terminal,
+    which also reaches the local Ray it started)."""
     p = sweep_file(tmp_path, "term", synth_root, ["b", "w3"], epochs=3)
     cells = {c.cell_id for c in load_sweep(p).cells()}
     db = tmp_path / "mlflow.db"
@@ -162,7 +165,10 @@ def test_sigterm_kills_parent_cleanly_then_resume(tmp_path, synth_root):
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         t0 = time.time()
-        os.kill(proc.pid, signal.SIGTERM)  # the driver only, as a scheduler would
+        if how == "sigterm":
+            os.kill(proc.pid, signal.SIGTERM)  # the driver only, as a scheduler would
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
         stopped_in = time.time() - t0
     finally:
@@ -170,8 +176,9 @@ def test_sigterm_kills_parent_cleanly_then_resume(tmp_path, synth_root):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = log.read_text()
-    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
-    assert "interrupted by SIGTERM" in text and "--resume" in text
+    sig = signal.SIGTERM if how == "sigterm" else signal.SIGINT
+    assert proc.returncode == 128 + sig, text[-3000:]
+    assert f"interrupted by {sig.name}" in text and "--resume" in text
     assert stopped_in < 90
     (parent,) = parents(db)
     assert parent.info.status == "KILLED" and parent.data.tags[keys.TAG_STATUS] == "killed"
