@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:  # torch raises many types for a corrupt or unsafe file
         first = (str(e).strip().splitlines() or [""])[0][:300]
         if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(f"{path}: refused: the file holds objects other than tensors and plain "
-                                  f"data ({first})") from None
+            found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)", str(e))
+            what = f"this one names {found.group(1)}" if found else "this one holds other objects"
+            raise CheckpointError(f"{path}: refused: a checkpoint holds tensors and plain data only, {what} "
+                                  "(a crafted or foreign file; never load it with weights_only=False)") from None
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "run_config" not in state:
         raise CheckpointError(f"{path}: not an atf checkpoint (missing model or run_config)")
