@@ -556,11 +556,13 @@ def _train_cells(todo: list[Cell], round_no: int, sweep: Sweep, opts: SweepOptio
 
     def fit(name: str, build: Any, cells: list[str]) -> Any:
         path = f"{storage.rstrip('/')}/{name}"
-        # restore only an experiment whose every unfinished cell is ours again: Tune restores the
-        # whole grid, and a cell another sweep took over meanwhile must not be trained twice
-        restorable = opts.resume and tune.Tuner.can_restore(path) and \
-            set(launch.data.get("cells", {}).get(name, cells)) <= set(cells) | set(
-                store.finished_cells(launch.data.get("cells", {}).get(name, [])))
+        # restore only an experiment whose every cell is either ours again or finished by this launch:
+        # Tune restores the whole grid, and a cell another sweep took over (or finished) meanwhile
+        # must not be trained twice
+        recorded = set(launch.data.get("cells", {}).get(name, cells))
+        ours = {cid for cid, r in store.finished_cells(recorded - set(cells)).items()
+                if r.data.tags.get("mlflow.parentRunId") == parent}
+        restorable = opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
         if restorable:
             print(f"[{sweep.name}] resuming Tune experiment {name}")
             tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
