@@ -11,18 +11,14 @@ dataset and writes the CED curves and predictions the report uses. Two NME proto
   (`transforms.ocn_test_affine`); errors and normaliser in crop units (0..1), AFLW's normaliser
   is 1 crop unit.
 
-The run's data (`RunData`) lives in `atf.rundata`. `checkpoint_main` is `atf-eval CHECKPOINT`.
+The run's data (`RunData`) lives in `atf.rundata`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +37,7 @@ from atf.transforms import to_original
 
 CED_RANGE = 0.5  # the CED artifact spans NME 0..0.5 so that weak models still show a curve
 
-__all__ = ["RunData", "HeadEval", "TestReport", "evaluate_head", "report_tests", "predict", "checkpoint_main"]
+__all__ = ["HeadEval", "TestReport", "evaluate_head", "report_tests", "predict"]
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -157,67 +153,3 @@ def report_tests(model: torch.nn.Module, head: str, data: RunData, device: torch
     rep.notes.extend(data.notes)
     data.notes.clear()
     return rep
-
-
-# -- atf-eval CHECKPOINT ---------------------------------------------------------------------------
-
-def checkpoint_main(argv: list[str]) -> int:
-    """`atf-eval CHECKPOINT [--dataset D] [--subsets a,b] [--data-root DIR] [--flip] [--json]`."""
-    from atf.checkpoint import load_checkpoint
-    from atf.config import from_dict, override
-    from atf.models import build_model
-
-    p = argparse.ArgumentParser(prog="atf-eval", description="Score a checkpoint on test subsets.")
-    p.add_argument("checkpoint")
-    p.add_argument("--dataset", help="head to evaluate (default: the run's target)")
-    p.add_argument("--subsets", help="comma-separated test subsets (default: all present)")
-    p.add_argument("--data-root", help="override data.root of the run")
-    p.add_argument("--flip", action="store_true", help="test-time flip averaging")
-    p.add_argument("--protocol", choices=keys.PROTOCOLS, default=keys.PROTOCOL_BENCHMARK,
-                   help="NME protocol: benchmark (original pixels) or ocn (the public OCN code's crop units; "
-                        "docs/protocol.md)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    state = load_checkpoint(Path(a.checkpoint))
-    cfg = from_dict(RunConfig, state["run_config"])
-    upd: dict[str, Any] = {"eval.flip_test": a.flip or cfg.eval.flip_test, "device": a.device}
-    if a.data_root:
-        upd["data.root"] = a.data_root
-    cfg = override(cfg, upd)
-    head = a.dataset or cfg.target
-    if head not in state["heads"]:
-        print(f"atf-eval: {a.checkpoint}: no head {head!r}; heads: {sorted(state['heads'])}", file=sys.stderr)
-        return 2
-    from atf.train import pick_device
-    device = pick_device(cfg.device)
-    model = build_model(cfg.model, state["heads"], cfg.input_size, cfg.heatmap_size)
-    model.load_state_dict(state["model"])
-    model.to(device)
-    data = _EvalData(cfg)
-    subsets = tuple(a.subsets.split(",")) if a.subsets else None
-    rep = report_tests(model, head, data, device, subsets=subsets, protocol=a.protocol)
-    rows = {}
-    for name, v in rep.metrics.items():
-        _, _, subset, m = keys.parse_protocol_metric(name)
-        rows.setdefault(subset, {})[m] = v
-    if a.json:
-        print(json.dumps({"checkpoint": a.checkpoint, "dataset": head, "protocol": a.protocol, "subsets": rows,
-                          "notes": rep.notes}))
-    else:
-        print(f"{head} ({a.checkpoint}), NME protocol {a.protocol}")
-        print(f"{'subset':<14}{'NME %':>8}{'FR@0.1 %':>10}{'AUC@0.1':>9}")
-        for subset, r in rows.items():
-            print(f"{subset:<14}{r[keys.NME]:>8.3f}{r[keys.FR]:>10.2f}{r[keys.AUC]:>9.4f}")
-        for n in rep.notes:
-            print(f"note: {n}")
-    return 0
-
-
-class _EvalData(RunData):
-    """RunData without training splits (evaluation needs test files only)."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        datasets.apply_registry(cfg.data)
-        self.cfg, self.notes, self.skipped, self.skip = cfg, [], 0, {}
-        self._train, self._val, self._sets = {}, {}, {}

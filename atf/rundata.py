@@ -29,7 +29,8 @@ __all__ = ["RunData"]
 class RunData:
     """Splits, schemes and torch datasets of every dataset a run touches."""
 
-    def __init__(self, cfg: RunConfig, skip: dict[str, set[int]] | None = None) -> None:
+    def __init__(self, cfg: RunConfig, skip: dict[str, set[int]] | None = None, splits: bool = True) -> None:
+        """`splits=False`: test sets only (`atf-eval CHECKPOINT` reads no training file)."""
         self.cfg = cfg
         self.skip = skip or {}  # csv path -> bad data rows to leave out (atf.datacheck, data.bad_rows: skip)
         self.notes: list[str] = []
@@ -39,6 +40,8 @@ class RunData:
         self._sets: dict[tuple[str, bool], LandmarkDataset] = {}  # built once: image caches live here
         datasets.apply_registry(cfg.data)  # user YAML schemes/datasets (a novel dataset, no code)
         names = [*cfg.datasets, *([cfg.novel] if cfg.novel else [])]
+        if not splits:
+            return
         for name in names:
             datasets.get_dataset(name)  # unknown dataset: one clear error before anything loads
         for name in names:

@@ -39,6 +39,7 @@ from atf.checkpoint import load_checkpoint, load_resumable, rng_state, save_chec
 from atf.config import ConfigError, RunConfig, from_dict, to_dict
 from atf.datacheck import PROBLEMS_FILE
 from atf.datacheck import enforce as enforce_data_policy
+from atf.device import pick_device
 from atf.evaluate import evaluate_head, report_tests
 from atf.losses import LossWeights, mixed_branch_terms
 from atf.models import build_model
@@ -47,7 +48,7 @@ from atf.rundata import RunData
 from atf.sampler import AtdpSampler
 from atf.schemes import similar_pairs
 
-__all__ = ["train", "EpochReport", "RunResult", "Stage", "plan_stages", "pick_device"]
+__all__ = ["train", "EpochReport", "RunResult", "Stage", "plan_stages"]
 
 log = logging.getLogger("atf.train")
 
@@ -96,15 +97,6 @@ def plan_stages(cfg: RunConfig) -> list[Stage]:
         stages.append(Stage("novel", (cfg.novel,), (cfg.novel,), ft.epochs, ft.lr, frozen_trunk=True, mixed=False,
                             milestones=ft.milestones))
     return stages
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"device: {e}") from None
 
 
 def report_heads(cfg: RunConfig) -> tuple[str, ...]:

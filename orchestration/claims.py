@@ -25,7 +25,6 @@ import threading
 import time
 from typing import Any, Iterable
 
-from atf import keys
 from orchestration.mlflow_log import TrackingStore, with_retry
 
 __all__ = ["ClaimBook", "TAG_HEARTBEAT", "TAG_CLAIM_CELL", "TAG_CLAIM_OWNER"]
@@ -165,45 +164,3 @@ class ClaimBook:
             with_retry(lambda: self.client.delete_run(run_id))
         except Exception:  # noqa: BLE001 - already deleted by a waiter that took it over
             pass
-
-
-# -- membership: tags several sweeps share accumulate ------------------------------------------------
-
-_IN_SWEEP = keys.TAG_IN_SWEEP  # + sweep name = "1": one key per sweep, so concurrent adds never collide
-_IN_TABLE = keys.TAG_IN_TABLE  # + table = "1"
-
-
-def join(store: TrackingStore, run_id: str, sweep_name: str, tables: Iterable[str]) -> None:
-    """Add `sweep_name` and `tables` to a run's sweeps (keys.TAG_SWEEP) and tables (keys.TAG_TABLES).
-
-    Why per-item keys: two sweeps adding to one comma-separated tag read-modify-write it and one
-    loses. Adding a key of its own never collides; the comma tags (what reports filter and show)
-    are then rewritten as the union of the keys, re-read and rewritten until they agree, so the
-    last writer always leaves the full union (each writer verifies after its own write)."""
-    import random
-
-    from orchestration.cells import table_tag
-
-    def union(tags: dict[str, str]) -> tuple[str, str]:
-        sweeps = sorted({k[len(_IN_SWEEP):] for k in tags if k.startswith(_IN_SWEEP)})
-        tabs = table_tag([k[len(_IN_TABLE):] for k in tags if k.startswith(_IN_TABLE)])
-        return ",".join(sweeps), tabs
-
-    tags = with_retry(lambda: store.client.get_run(run_id)).data.tags
-    legacy_sweeps = [s for s in tags.get(keys.TAG_SWEEP, "").split(",") if s]
-    legacy_tables = [t for t in tags.get(keys.TAG_TABLES, "").split(",") if t]
-    items = {f"{_IN_SWEEP}{s}": "1" for s in {*legacy_sweeps, sweep_name}}
-    items |= {f"{_IN_TABLE}{t}": "1" for t in {*legacy_tables, *tables}}
-    store.set_tags(run_id, items)
-    for _ in range(8):
-        tags = with_retry(lambda: store.client.get_run(run_id)).data.tags
-        sweeps, tabs = union(tags)
-        if tags.get(keys.TAG_SWEEP) == sweeps and tags.get(keys.TAG_TABLES) == tabs:
-            return
-        store.set_tags(run_id, {keys.TAG_SWEEP: sweeps, keys.TAG_TABLES: tabs})
-        time.sleep(0.02 * (1 + random.random()))
-
-
-def in_sweep(tags: dict[str, str], sweep_name: str) -> bool:
-    """Does a run (its tags) belong to `sweep_name`?"""
-    return tags.get(f"{_IN_SWEEP}{sweep_name}") == "1" or sweep_name in tags.get(keys.TAG_SWEEP, "").split(",")

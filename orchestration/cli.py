@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from atf.cli.common import MLFLOW_URI_HELP, add_data_root, make_parser
+from atf.cli.common import MLFLOW_URI_HELP, add_data_root, default_mlflow_uri, make_parser
 from atf.config import ConfigError, protocol_summary
 from orchestration.sweepfile import Sweep, load_sweep, parse_set
 
@@ -127,7 +127,7 @@ def _after(sweep: Sweep, summary: Any, uri: str, experiment: str) -> None:
 
 def _submit(argv: list[str]) -> int:
     from orchestration.jobs import submit
-    return submit(argv)
+    return submit(argv, build_parser())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(args.base_dir)
         sweep = load_sweep(args.file, parse_set(args.sets), args.profile)
         cwd = Path.cwd().resolve()
-        from orchestration.mlflow_log import default_uri
-        uri = args.mlflow_uri or default_uri(cwd)
+        uri = args.mlflow_uri or default_mlflow_uri(cwd)
         if args.dry_run:  # the cells, then the preflight's verdict
             n_search = sum(c.search.num_samples for c in sweep.cells() if c.search)
             print(f"sweep {sweep.name} ({args.file}): {len(sweep.cells())} cells"

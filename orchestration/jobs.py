@@ -29,7 +29,9 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def submit(argv: list[str]) -> int:
+def submit(argv: list[str], run_parser: argparse.ArgumentParser) -> int:
+    """`atf-sweep submit`; the options it does not know are atf-sweep's own (`run_parser`, handed in
+    by orchestration.cli), passed on to the job after the submitter-side preflight read them."""
     p = argparse.ArgumentParser(prog="atf-sweep submit",
                                 description="Submit a sweep to a Ray cluster through the Ray Jobs API; "
                                             "other options are passed on to atf-sweep on the cluster.")
@@ -49,7 +51,8 @@ def submit(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     from orchestration.preflight import submit_problems  # the checks this side can make, before the job
-    problems = submit_problems(args.file, rest, args.base_dir)
+    run_args, _ = run_parser.parse_known_args([str(args.file), *rest])
+    problems = submit_problems(args.file, run_args, args.base_dir)
     if problems:
         print(f"atf-sweep submit: {args.file}: {len(problems)} problem(s); nothing submitted:", file=sys.stderr)
         print("\n".join(f"  {line}" for line in problems), file=sys.stderr)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -36,8 +35,8 @@ from mlflow.tracking import MlflowClient
 from atf import keys
 from atf.config import RunConfig, to_dict
 
-__all__ = ["TrackingStore", "default_uri", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM",
-           "runs_url", "ui_command", "ced_figure"]
+__all__ = ["TrackingStore", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM",
+           "runs_url", "ui_command", "ced_figure", "join", "in_sweep"]
 
 TAG_ERROR = keys.TAG_ERROR           # last error of a failed trial (one line)
 TAG_CHOSEN_FROM = keys.TAG_CHOSEN_FROM  # tuned cell: run id of the search sample it reports
@@ -46,14 +45,6 @@ _RUN_NAME = "mlflow.runName"
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3: the training-runs UI
 _UI_PORT = 5000
 T = TypeVar("T")
-
-
-def default_uri(cwd: Path | None = None) -> str:
-    """$MLFLOW_TRACKING_URI when set, else sqlite:///<cwd>/mlflow.db."""
-    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env:
-        return env
-    return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
 
 
 def runs_url(uri: str, experiment_id: str, port: int = _UI_PORT) -> str:
@@ -287,7 +278,6 @@ class TrackingStore:
         else:
             with_retry(lambda: self.client.update_run(existing, status="RUNNING"))
             self.set_tags(existing, all_tags)
-        from orchestration.claims import join  # sweeps and tables accumulate (several sweeps, one run)
         join(self, existing, sweep_name, [t for t in tags.get(keys.TAG_TABLES, "").split(",") if t])
         return existing
 
@@ -380,3 +370,43 @@ class TrackingStore:
         for key in run.data.metrics:
             hist = with_retry(lambda: self.client.get_metric_history(src_run_id, key))
             self.log_history(dst_run_id, [Metric(m.key, m.value, m.timestamp, m.step) for m in hist])
+
+
+# -- membership: tags several sweeps share accumulate ------------------------------------------------
+
+_IN_SWEEP = keys.TAG_IN_SWEEP  # + sweep name = "1": one key per sweep, so concurrent adds never collide
+_IN_TABLE = keys.TAG_IN_TABLE  # + table = "1"
+
+
+def join(store: TrackingStore, run_id: str, sweep_name: str, tables: Iterable[str]) -> None:
+    """Add `sweep_name` and `tables` to a run's sweeps (keys.TAG_SWEEP) and tables (keys.TAG_TABLES).
+
+    Why per-item keys: two sweeps adding to one comma-separated tag read-modify-write it and one
+    loses. Adding a key of its own never collides; the comma tags (what reports filter and show)
+    are then rewritten as the union of the keys, re-read and rewritten until they agree, so the
+    last writer always leaves the full union (each writer verifies after its own write)."""
+    from orchestration.cells import table_tag
+
+    def union(tags: dict[str, str]) -> tuple[str, str]:
+        sweeps = sorted({k[len(_IN_SWEEP):] for k in tags if k.startswith(_IN_SWEEP)})
+        tabs = table_tag([k[len(_IN_TABLE):] for k in tags if k.startswith(_IN_TABLE)])
+        return ",".join(sweeps), tabs
+
+    tags = with_retry(lambda: store.client.get_run(run_id)).data.tags
+    legacy_sweeps = [s for s in tags.get(keys.TAG_SWEEP, "").split(",") if s]
+    legacy_tables = [t for t in tags.get(keys.TAG_TABLES, "").split(",") if t]
+    items = {f"{_IN_SWEEP}{s}": "1" for s in {*legacy_sweeps, sweep_name}}
+    items |= {f"{_IN_TABLE}{t}": "1" for t in {*legacy_tables, *tables}}
+    store.set_tags(run_id, items)
+    for _ in range(8):
+        tags = with_retry(lambda: store.client.get_run(run_id)).data.tags
+        sweeps, tabs = union(tags)
+        if tags.get(keys.TAG_SWEEP) == sweeps and tags.get(keys.TAG_TABLES) == tabs:
+            return
+        store.set_tags(run_id, {keys.TAG_SWEEP: sweeps, keys.TAG_TABLES: tabs})
+        time.sleep(0.02 * (1 + random.random()))
+
+
+def in_sweep(tags: dict[str, str], sweep_name: str) -> bool:
+    """Does a run (its tags) belong to `sweep_name`?"""
+    return tags.get(f"{_IN_SWEEP}{sweep_name}") == "1" or sweep_name in tags.get(keys.TAG_SWEEP, "").split(",")

@@ -14,6 +14,7 @@ in `Report.generate`, and `atf-sweep` makes them (`make_synth`) before it starts
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import tempfile
@@ -314,22 +315,22 @@ def check(sweep: Sweep, cwd: Path, mlflow_uri: str, storage: str | None = None, 
     return report
 
 
-def submit_problems(file: Path, argv: list[str], base_dir: str | None) -> list[str]:
+def submit_problems(file: Path, args: argparse.Namespace, base_dir: str | None) -> list[str]:
     """Preflight on the submitter's side of `atf-sweep submit`: the sweep file, its --set and
     --profile, the models and the MLflow server always; files only when the cluster resolves paths
-    here (no --base-dir, or one that exists here). One line per problem; [] when it may go."""
+    here (no --base-dir, or one that exists here). `args`: atf-sweep's own options as parsed from
+    the submit command line. One line per problem; [] when it may go."""
+    from atf.cli.common import default_mlflow_uri
     from atf.config import ConfigError
-    from orchestration.cli import build_parser
-    from orchestration.mlflow_log import default_uri
     from orchestration.sweepfile import load_sweep, parse_set
-    args, _ = build_parser().parse_known_args([str(file), *argv])
+    sets = [*args.sets, *([f"data.root={args.data_root}"] if args.data_root else [])]
     try:
-        sweep = load_sweep(file, parse_set(args.sets), args.profile)
+        sweep = load_sweep(file, parse_set(sets), args.profile)
     except ConfigError as e:
         return [str(e)]
     here = base_dir is None or Path(base_dir).is_dir()
     cwd = Path(base_dir) if base_dir and here else Path.cwd()
-    uri = args.mlflow_uri or default_uri(cwd)
+    uri = args.mlflow_uri or default_mlflow_uri(cwd)
     report = check(sweep, cwd, uri, args.storage, files=here)
     if not here or not uri.startswith(("http://", "https://")):  # a local store is the cluster's business
         report.problems = [p for p in report.problems if not p.subject.startswith("MLflow store")]

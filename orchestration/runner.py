@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from atf import keys
-from orchestration.claims import ClaimBook, join
-from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, default_uri, with_retry
+from atf.cli.common import default_mlflow_uri
+from orchestration.claims import ClaimBook
+from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, join, with_retry
 from orchestration.sweepfile import Cell, Resources, Sweep, resolve_paths
 from orchestration.trainable import FINAL, build_config, cell_trainable, payload
 
@@ -362,7 +363,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     if not _is_uri(storage):
         storage = str((cwd / storage).resolve())
     local_dir = Path(storage) if not _is_uri(storage) else cwd / "ray_results"
-    uri = opts.mlflow_uri or default_uri(cwd)
+    uri = opts.mlflow_uri or default_mlflow_uri(cwd)
     cells = sweep.cells()
     # before anything is created: storage, store and cluster must be usable (one line each)
     _probe_dir(local_dir, "--storage" if not _is_uri(storage) else "launch records folder")

@@ -7,8 +7,8 @@ import threading
 import time
 
 from atf import keys
-from orchestration.claims import ClaimBook, join
-from orchestration.mlflow_log import TrackingStore
+from orchestration.claims import ClaimBook
+from orchestration.mlflow_log import TrackingStore, join
 
 
 def _parent(store: TrackingStore, name: str) -> str:

@@ -89,7 +89,7 @@ def test_unknown_point_count_asks_for_dataset(tmp_path, capsys):
 
 
 def test_checkpoint_argument_is_dispatched(tmp_path, capsys):
-    # not a --pred/--gt call: handed to atf.evaluate.checkpoint_main, whose error is one line
+    # not a --pred/--gt call: scored as a checkpoint, whose error is one line
     assert main([str(tmp_path / "run" / "best.pt")]) == 2
     assert "best.pt" in capsys.readouterr().err
 

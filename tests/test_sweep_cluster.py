@@ -122,7 +122,8 @@ PROBE = '''
 import json, os, time
 from pathlib import Path
 import ray
-from atf.train import pick_device, train as real_train
+from atf.device import pick_device
+from atf.train import train as real_train
 
 def train(cfg, out_dir, on_epoch=None, resume=None):
     probe = Path(os.environ["ATF_PROBE_DIR"])

@@ -63,14 +63,13 @@ def test_open_run_continues_unfinished_and_params_are_flat(tmp_path):
 def test_tracking_uri_env_and_the_runs_table_url(tmp_path, monkeypatch):
     """MLFLOW_TRACKING_URI is honoured by atf-sweep and atf-report; the experiment opens on MLflow 3's
     training-runs view (not its GenAI pages) and the printed URL names that view."""
-    from atf.cli.common import default_mlflow_uri  # what atf-report uses
-    from orchestration.mlflow_log import default_uri, runs_url, ui_command
+    from atf.cli.common import default_mlflow_uri  # what atf-sweep and atf-report use
+    from orchestration.mlflow_log import runs_url, ui_command
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert default_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert default_mlflow_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert default_uri(tmp_path) == uri
-    assert default_mlflow_uri() == uri
+    assert default_mlflow_uri(tmp_path) == uri
     store = TrackingStore(uri, "atf")
     exp = store.client.get_experiment(store.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"

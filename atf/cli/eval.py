@@ -15,7 +15,8 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from atf.cli.common import add_data_root, make_parser
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:   # numpy, scipy and the readers load after parsing: --help st
 
     from atf.readers import AnnotationSet
 
-__all__ = ["main", "score_files", "match_rows", "build_parser"]
+__all__ = ["main", "score_checkpoint", "score_files", "match_rows", "build_parser"]
 
 EXAMPLES = """
   atf-eval runs/demo_atf/checkpoints/best.pt                  # every test subset of the run's target
@@ -132,17 +133,56 @@ def _mode(p: argparse.ArgumentParser, a: argparse.Namespace) -> str:
     return "files"
 
 
+def score_checkpoint(a: argparse.Namespace) -> int:
+    """Checkpoint mode: the run's config from the checkpoint, its test subsets scored by `atf.evaluate`."""
+    from atf import keys
+    from atf.checkpoint import load_checkpoint
+    from atf.config import RunConfig, from_dict, override
+    from atf.device import pick_device
+    from atf.evaluate import report_tests
+    from atf.models import build_model
+    from atf.rundata import RunData
+
+    state = load_checkpoint(Path(a.checkpoint))
+    cfg = from_dict(RunConfig, state["run_config"])
+    upd: dict[str, Any] = {"eval.flip_test": a.flip or cfg.eval.flip_test, "device": a.device}
+    if a.data_root:
+        upd["data.root"] = a.data_root
+    cfg = override(cfg, upd)
+    head = a.dataset or cfg.target
+    if head not in state["heads"]:
+        print(f"atf-eval: {a.checkpoint}: no head {head!r}; heads: {sorted(state['heads'])}", file=sys.stderr)
+        return 2
+    device = pick_device(cfg.device)
+    model = build_model(cfg.model, state["heads"], cfg.input_size, cfg.heatmap_size)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    protocol = a.protocol or keys.PROTOCOL_BENCHMARK
+    subsets = tuple(a.subsets.split(",")) if a.subsets else None
+    rep = report_tests(model, head, RunData(cfg, splits=False), device, subsets=subsets, protocol=protocol)
+    rows: dict[str, dict[str, float]] = {}
+    for name, v in rep.metrics.items():
+        _, _, subset, m = keys.parse_protocol_metric(name)
+        rows.setdefault(subset, {})[m] = v
+    if a.json:
+        print(json.dumps({"checkpoint": a.checkpoint, "dataset": head, "protocol": protocol, "subsets": rows,
+                          "notes": rep.notes}))
+        return 0
+    print(f"{head} ({a.checkpoint}), NME protocol {protocol}")
+    print(f"{'subset':<14}{'NME %':>8}{'FR@0.1 %':>10}{'AUC@0.1':>9}")
+    for subset, r in rows.items():
+        print(f"{subset:<14}{r[keys.NME]:>8.3f}{r[keys.FR]:>10.2f}{r[keys.AUC]:>9.4f}")
+    for n in rep.notes:
+        print(f"note: {n}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if _mode(p, a) == "checkpoint":
-        from atf.evaluate import checkpoint_main  # the trainer's evaluation of a checkpoint
-        forward = [a.checkpoint, "--device", a.device] + ["--flip"] * a.flip + ["--json"] * a.json
-        for flag, value in (("--dataset", a.dataset), ("--subsets", a.subsets), ("--data-root", a.data_root),
-                            ("--protocol", a.protocol)):
-            forward += [flag, value] if value else []
         try:
-            return int(checkpoint_main(forward) or 0)
+            return score_checkpoint(a)
         except ValueError as e:   # CheckpointError, ConfigError, ...: one line, not a traceback
             print(f"atf-eval: {e}", file=sys.stderr)
             return 2
