@@ -21,9 +21,6 @@ _spec.loader.exec_module(long_functions)
 # (file, qualified name) over the limit when the test was written; lengths in the comments.
 KNOWN_LONG = {
     ("orchestration/runner.py", "run_sweep"),      # 139
-    ("atf/synth/render.py", "render_face"),        # 106
-    ("orchestration/sweepfile.py", "load_sweep"),  # 84
-    ("atf/synth/generate.py", "generate"),         # 68
 }
 
 

@@ -159,10 +159,22 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
     _check_args(scale, names, workers)
     names = [n for n in _presets.presets() if n in names]  # canonical order: the data does not depend on it
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SynthError(f"{out}: output path exists and is not a folder")
     want = {"generator": GENERATOR, "version": VERSION, "scale": float(scale), "seed": int(seed),
             "presets": names}
+    have = _prepare_folder(out, want, force, skip_existing)
+    if have is not None:
+        return have
+    jobs = plan(scale, seed, names)
+    rows = _render_all(jobs, out, workers)
+    marker = {**want, "counts": _write_csvs(out, names, rows)}
+    (out / keys.SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    return marker
+
+
+def _prepare_folder(out: Path, want: dict, force: bool, skip_existing: bool) -> dict | None:
+    """Make `out` ready for the dataset `want`; its marker when it holds that already (skip_existing)."""
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out}: output path exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         have = read_marker(out)
         same = have is not None and all(have.get(k) == v for k, v in want.items())
@@ -175,10 +187,14 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
             raise SynthError(f"{out}: folder holds {what}; pass --skip-existing to reuse or --force to overwrite")
         (out / keys.SYNTH_MARKER).unlink(missing_ok=True)
         # our dataset folders and those of the replaced SynthFace set (never a user's other files)
-        for n in set(names) | set((have or {}).get("presets", [])) & set(_presets.presets()):
+        for n in set(want["presets"]) | set((have or {}).get("presets", [])) & set(presets.presets()):
             shutil.rmtree(out / n, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(scale, seed, names)
+    return None
+
+
+def _render_all(jobs: list[Job], out: Path, workers: int) -> dict[tuple[str, str], list[dict]]:
+    """Render and write every image (in `workers` processes); the CSV rows per (preset, group)."""
     update, close = _progress(len(jobs))
     rows: dict[tuple[str, str], list[dict]] = {}
     args = [(j, str(out)) for j in jobs]
@@ -198,10 +214,15 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
         if pool is not None:
             pool.terminate()
             pool.join()
+    return rows
+
+
+def _write_csvs(out: Path, names: list[str], rows: dict[tuple[str, str], list[dict]]) -> dict[str, dict[str, int]]:
+    """Each preset's annotation CSVs (with and without boxes); the row count per file suffix."""
     from atf.synth import csvio  # pandas-backed writer: imported here, not in the worker processes
-    counts = {}
+    counts: dict[str, dict[str, int]] = {}
     for name in names:
-        preset = _presets.get_preset(name)
+        preset = presets.get_preset(name)
         counts[name] = {}
         for suffix, sources in preset.files:
             selected = []
@@ -212,6 +233,4 @@ def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None =
                 path = out / name / csvio.file_name(name, suffix, with_box)
                 csvio.write_rows(name, preset.scheme, selected, path, with_box)
             counts[name][suffix] = len(selected)
-    marker = {**want, "counts": counts}
-    (out / keys.SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
-    return marker
+    return counts

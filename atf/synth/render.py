@@ -116,8 +116,9 @@ def _c(v) -> tuple[int, int, int]:
 
 def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags: dict[str, bool],
                 rng: np.random.Generator, size: int) -> np.ndarray:
-    """The image (BGR uint8, size x size) of one face; `curves` are deformed frontal 3D curves."""
-    scale_px = pl.ppu
+    """The image (BGR uint8, size x size) of one face; `curves` are deformed frontal 3D curves.
+    Painted back to front; every step draws from `rng` in a fixed order (same seed, same bytes)."""
+    ppu = pl.ppu
     fore3d = _forehead(curves, top=-1.05 - rng.uniform(0, 0.1))
     hair3d = _forehead(curves, top=-1.25 - rng.uniform(0, 0.12))
     hair3d[:, 0] *= 1.08
@@ -127,59 +128,90 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
     img = _background(rng, size)
     skin = _skin(rng)
     hair_col = rng.uniform(10, 70) * np.array([1.0, 1.1, 1.3]) if rng.random() < 0.8 else rng.uniform(60, 200, 3)
-    # neck and shoulders
-    jaw = P["jaw"]
+    _paint_body(img, P["jaw"], skin, rng, ppu, size)
+    _paint_head_hair(img, P["jaw"], np.concatenate([hair, fore, skull]), hair_col, rng, ppu)
+    _paint_ears(img, P["jaw"], face, skin, ppu)
+    img = _paint_face_skin(img, P, fore, face, skin, rng, ppu, size)
+    _poly(img, np.concatenate([fore[2:-2], hline[::-1][2:-2]]), _c(hair_col))  # fringe over the forehead
+    makeup = flags.get("makeup", False)
+    if makeup:
+        img = _paint_makeup(img, P, skin, rng, ppu)
+    brow_col = _c(hair_col * 0.8)
+    for s in ("l", "r"):
+        _poly(img, np.concatenate([P[f"brow_{s}_top"], P[f"brow_{s}_bot"][::-1]]), brow_col)
+    img = _paint_eyes(img, P, skin, rng, ppu, size)
+    img = _paint_nose(img, P, face, skin, ppu)
+    _paint_mouth(img, P, face, skin, rng, makeup, ppu)
+    if flags.get("occlusion", False):
+        img = _occlude(img, P, rng, ppu, skin)
+    return _finish(img, flags, rng)
+
+
+def _paint_body(img: np.ndarray, jaw: np.ndarray, skin: np.ndarray, rng: np.random.Generator,
+                ppu: float, size: int) -> None:
+    """Neck and shoulders (clothes of a random colour)."""
     neck = np.array([jaw[9], jaw[23], jaw[23] + [0, size], jaw[9] + [0, size]])
     _poly(img, neck, _c(skin * 0.6))
     chin = jaw[16]
     cloth = _c(rng.uniform(0, 255, 3))
-    cv2.ellipse(img, (int(chin[0]), int(chin[1] + 0.9 * scale_px)), (int(1.6 * scale_px), int(0.7 * scale_px)),
+    cv2.ellipse(img, (int(chin[0]), int(chin[1] + 0.9 * ppu)), (int(1.6 * ppu), int(0.7 * ppu)),
                 0, 180, 360, cloth, -1, cv2.LINE_AA)
-    cv2.rectangle(img, (int(chin[0] - 1.6 * scale_px), int(chin[1] + 0.9 * scale_px)), (size, size), cloth, -1)
-    # hair behind the head, ears, face
-    head_hair = np.concatenate([hair, fore, skull])
-    if rng.random() < 0.4:  # long hair falling behind the face to the shoulders
-        drop = jaw[16, 1] + rng.uniform(0.1, 0.6) * scale_px
+    cv2.rectangle(img, (int(chin[0] - 1.6 * ppu), int(chin[1] + 0.9 * ppu)), (size, size), cloth, -1)
+
+
+def _paint_head_hair(img: np.ndarray, jaw: np.ndarray, head_hair: np.ndarray, hair_col: np.ndarray,
+                     rng: np.random.Generator, ppu: float) -> None:
+    """Hair behind the head; sometimes long, falling behind the face to the shoulders."""
+    if rng.random() < 0.4:
+        drop = jaw[16, 1] + rng.uniform(0.1, 0.6) * ppu
         left, right = head_hair[:, 0].min(), head_hair[:, 0].max()
-        head_hair = np.concatenate([head_hair, [[left + 0.05 * scale_px, drop], [right - 0.05 * scale_px, drop]]])
+        head_hair = np.concatenate([head_hair, [[left + 0.05 * ppu, drop], [right - 0.05 * ppu, drop]]])
     _poly(img, cv2.convexHull(head_hair.astype(np.float32))[:, 0], _c(hair_col))
+
+
+def _paint_ears(img: np.ndarray, jaw: np.ndarray, face: Face, skin: np.ndarray, ppu: float) -> None:
     for i in (1, 31):
-        e = P["jaw"][i]
-        cv2.ellipse(img, (int(e[0]), int(e[1])), (max(1, int(0.1 * scale_px)), max(1, int(0.2 * scale_px))),
+        e = jaw[i]
+        cv2.ellipse(img, (int(e[0]), int(e[1])), (max(1, int(0.1 * ppu)), max(1, int(0.2 * ppu))),
                     face.roll, 0, 360, _c(skin * 0.85), -1, cv2.LINE_AA)
-    outline = np.concatenate([jaw, fore[1:-1], P["nose_bridge"], P["nose_base"], P["lip_out_up"]])
+
+
+def _paint_face_skin(img: np.ndarray, P: dict, fore: np.ndarray, face: Face, skin: np.ndarray,
+                     rng: np.random.Generator, ppu: float, size: int) -> np.ndarray:
+    """The face's skin: darker toward the silhouette, lit from one side, with an edge the jaw points sit on."""
+    outline = np.concatenate([P["jaw"], fore[1:-1], P["nose_bridge"], P["nose_base"], P["lip_out_up"]])
     hull = cv2.convexHull(outline.astype(np.float32))[:, 0]
     mask = np.zeros((size, size), np.uint8)
     _poly(mask, hull, 255)
-    # shading: darker toward the silhouette, lit from one side
     dist = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 3)
-    shade = 0.72 + 0.28 * np.clip(dist / (0.25 * scale_px), 0, 1)
+    shade = 0.72 + 0.28 * np.clip(dist / (0.25 * ppu), 0, 1)
     lx = rng.normal(0, 0.25) + np.sin(np.deg2rad(face.yaw)) * 0.3
     xs = (np.arange(size, dtype=np.float32) - size / 2) / size
     shade = shade * (1 + lx * xs)[None, :]
     face_layer = np.clip(skin[None, None] * shade[..., None], 0, 255).astype(np.uint8)
     m3 = (mask.astype(np.float32) / 255)[..., None]
     img = (img * (1 - m3) + face_layer * m3).astype(np.uint8)
-    _poly(img, hull, _c(skin * 0.55), closed=True, thickness=1)   # the silhouette edge the jaw points sit on
-    # hair line (fringe) over the top of the forehead
-    _poly(img, np.concatenate([fore[2:-2], hline[::-1][2:-2]]), _c(hair_col))
-    makeup = flags.get("makeup", False)
-    if makeup:  # eye shadow and blush, half transparent
-        paint = img.copy()
-        shadow = _c(rng.uniform(30, 220, 3))
-        for s in ("l", "r"):
-            lid = np.concatenate([P[f"eye_{s}_up"], P[f"brow_{s}_bot"][::-1] * 0.5 + P[f"eye_{s}_up"][::-1] * 0.5])
-            _poly(paint, lid, shadow)
-        blush = _c(skin * np.array([0.8, 0.75, 1.2]))
-        for i in (5, 27):
-            c = P["jaw"][i] * 0.55 + P["nose_base"][2] * 0.45
-            _circle(paint, c, 0.14 * scale_px, blush)
-        img = cv2.addWeighted(img, 0.45, paint, 0.55, 0)
-    # brows
-    brow_col = _c(hair_col * 0.8)
+    _poly(img, hull, _c(skin * 0.55), closed=True, thickness=1)
+    return img
+
+
+def _paint_makeup(img: np.ndarray, P: dict, skin: np.ndarray, rng: np.random.Generator, ppu: float) -> np.ndarray:
+    """Eye shadow and blush, half transparent."""
+    paint = img.copy()
+    shadow = _c(rng.uniform(30, 220, 3))
     for s in ("l", "r"):
-        _poly(img, np.concatenate([P[f"brow_{s}_top"], P[f"brow_{s}_bot"][::-1]]), brow_col)
-    # eyes: sclera, iris, pupil, lids
+        lid = np.concatenate([P[f"eye_{s}_up"], P[f"brow_{s}_bot"][::-1] * 0.5 + P[f"eye_{s}_up"][::-1] * 0.5])
+        _poly(paint, lid, shadow)
+    blush = _c(skin * np.array([0.8, 0.75, 1.2]))
+    for i in (5, 27):
+        c = P["jaw"][i] * 0.55 + P["nose_base"][2] * 0.45
+        _circle(paint, c, 0.14 * ppu, blush)
+    return cv2.addWeighted(img, 0.45, paint, 0.55, 0)
+
+
+def _paint_eyes(img: np.ndarray, P: dict, skin: np.ndarray, rng: np.random.Generator, ppu: float,
+                size: int) -> np.ndarray:
+    """Sclera, iris, pupil (clipped to the eye's outline), then the lids."""
     iris_col = _c(rng.choice([[30, 60, 90], [20, 40, 60], [140, 110, 60], [90, 120, 80]]) + rng.normal(0, 10, 3))
     for s in ("l", "r"):
         eye = np.concatenate([P[f"eye_{s}_up"], P[f"eye_{s}_lo"][1:-1]])
@@ -187,13 +219,17 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
         _poly(emask, eye, 255)
         tmp = img.copy()
         _poly(tmp, eye, (225, 230, 235))
-        _circle(tmp, P[f"pupil_{s}"][0], 0.085 * scale_px, iris_col)
-        _circle(tmp, P[f"pupil_{s}"][0], 0.04 * scale_px, (10, 10, 10))
+        _circle(tmp, P[f"pupil_{s}"][0], 0.085 * ppu, iris_col)
+        _circle(tmp, P[f"pupil_{s}"][0], 0.04 * ppu, (10, 10, 10))
         em = (emask.astype(np.float32) / 255)[..., None]
         img = (img * (1 - em) + tmp * em).astype(np.uint8)
         _poly(img, P[f"eye_{s}_up"], (25, 20, 20), closed=False, thickness=2)
         _poly(img, P[f"eye_{s}_lo"], _c(skin * 0.45), closed=False, thickness=1)
-    # nose: side shading of the bridge, the base and the nostrils
+    return img
+
+
+def _paint_nose(img: np.ndarray, P: dict, face: Face, skin: np.ndarray, ppu: float) -> np.ndarray:
+    """Side shading of the bridge (away from the yaw), the base and the nostrils."""
     nb, base = P["nose_bridge"], P["nose_base"]
     side = 1 if face.yaw >= 0 else -1
     paint = img.copy()
@@ -203,9 +239,14 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
     _poly(img, nb[1:], _c(skin * 0.8), closed=False, thickness=1)
     _poly(img, base, _c(skin * 0.5), closed=False, thickness=2)
     for i in (1, 3):
-        _circle(img, base[i] - [0, 0.02 * scale_px], 0.035 * scale_px, _c(skin * 0.3))
-    _circle(img, nb[-1], 0.04 * scale_px, _c(np.minimum(skin * 1.15, 255)))
-    # mouth
+        _circle(img, base[i] - [0, 0.02 * ppu], 0.035 * ppu, _c(skin * 0.3))
+    _circle(img, nb[-1], 0.04 * ppu, _c(np.minimum(skin * 1.15, 255)))
+    return img
+
+
+def _paint_mouth(img: np.ndarray, P: dict, face: Face, skin: np.ndarray, rng: np.random.Generator,
+                 makeup: bool, ppu: float) -> None:
+    """Lips (painted with makeup), and the open mouth's inside and teeth."""
     lip_col = skin * np.array([0.7, 0.65, 1.05])
     if makeup:
         lip_col = rng.choice([[60, 30, 200], [120, 60, 190], [90, 70, 160], [40, 20, 120]]) + rng.normal(0, 10, 3)
@@ -213,13 +254,9 @@ def render_face(face: Face, curves: dict[str, np.ndarray], pl: Placement, flags:
     inner = np.concatenate([P["lip_in_up"], P["lip_in_lo"][1:-1]])
     if face.mouth > 0.03:
         _poly(img, inner, (35, 25, 45))
-        teeth = np.concatenate([P["lip_in_up"], P["lip_in_up"][::-1] + [0, 0.05 * scale_px]])
+        teeth = np.concatenate([P["lip_in_up"], P["lip_in_up"][::-1] + [0, 0.05 * ppu]])
         _poly(img, teeth, (200, 210, 215))
     _poly(img, P["lip_mid"], _c(lip_col * 0.45), closed=False, thickness=1)
-    if flags.get("occlusion", False):
-        img = _occlude(img, P, rng, scale_px, skin)
-    img = _finish(img, flags, rng)
-    return img
 
 
 def _occlude(img: np.ndarray, P: dict, rng: np.random.Generator, ppu: float, skin: np.ndarray) -> np.ndarray:
