@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -97,6 +98,16 @@ def plan_stages(cfg: RunConfig) -> list[Stage]:
         stages.append(Stage("novel", (cfg.novel,), (cfg.novel,), ft.epochs, ft.lr, frozen_trunk=True, mixed=False,
                             milestones=ft.milestones))
     return stages
+
+
+def sampler_seed(seed: int, stage: str) -> int:
+    """The batch-order seed of one stage. Each stage draws its own from (seed, crc32 of its name),
+    so the joint and novel stages of one seed never share a batch order (they did when the seed
+    was seed*31 + len(name)). The main stage keeps that old value: every baseline and ATF run, the
+    bulk of the tables, keeps its numbers."""
+    if stage == "main":
+        return seed * 31 + len(stage)
+    return int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
 
 
 def report_heads(cfg: RunConfig) -> tuple[str, ...]:
@@ -178,7 +189,7 @@ class _Run:
             ratios, decays, passes = self.cfg.ratios, self.cfg.decays, self.cfg.optim.epoch_passes
         else:  # fine-tuning: one pass over each dataset per epoch, no decay
             ratios, decays = tuple(s / sizes[0] for s in sizes), tuple(1.0 for _ in sizes[1:])
-        return AtdpSampler(sizes, self.cfg.optim.batch_size, ratios, decays, seed=self.cfg.seed * 31 + len(stage.name),
+        return AtdpSampler(sizes, self.cfg.optim.batch_size, ratios, decays, seed=sampler_seed(self.cfg.seed, stage.name),
                            passes=passes)
 
     def _train_epoch(self, stage: Stage, sampler: AtdpSampler, opt: torch.optim.Optimizer,

@@ -1,6 +1,6 @@
 """`atf.train.train` that records when each call starts and ends (bench_sweep's trials' phase).
 
-Named by ATF_SWEEP_TRAINER="_timed:train" (bench/ on PYTHONPATH); each call appends one JSON
+Named by SweepOptions(trainer="_timed:train") (bench/ on PYTHONPATH); each call appends one JSON
 line {"start": t0, "end": t1} (wall clock, comparable across processes) to $ATF_BENCH_STAMPS.
 """
 

@@ -4,7 +4,9 @@ The same N tiny OCN baselines (SynthFace, seeds 0..N-1, 1 CPU each) run as
   serial        `atf.train.train` called N times in one process (1 torch thread), the anchor
   bare Tune x1/x2  a plain `Tuner` (reused actors, Tune's defaults otherwise) over a minimal
                 trainable: the same train() call, per-epoch `tune.report`, threads per atf.threads
-  atf-sweep x1/x2  the `atf-sweep` command (fresh process, fresh MLflow store), 1 or 2 trials at a time
+  atf-sweep x1/x2  atf-sweep's `run_sweep` in a fresh process (fresh MLflow store; the command less its
+                argument parsing and preflight), 1 or 2 trials at a time, the trainer wrapped by
+                bench/_timed.py through `SweepOptions.trainer`
 Each is repeated --repeats times; the table shows min and median of the wall time and of the
 trials' phase (first trial's start to last trial's end, from the trainer's own timestamps via
 bench/_timed.py), and splits atf-sweep's wall into before / during / after the trials.
@@ -38,7 +40,6 @@ sys.path.insert(0, str(BENCH))
 def _env(stamps: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["ATF_SWEEP_TRAINER"] = "_timed:train"
     env["ATF_BENCH_STAMPS"] = str(stamps)
     return env
 
@@ -94,6 +95,16 @@ def _bare_main(sweep: str, out: str, concurrent: int, cpus: int) -> int:
     return 0
 
 
+def _sweep_main(sweep: str, work: str, concurrent: int, cpus: int) -> int:
+    """Child process of `through_sweep`: run_sweep with the timed trainer."""
+    from orchestration.runner import SweepOptions, run_sweep
+    from orchestration.sweepfile import load_sweep
+    summary = run_sweep(load_sweep(Path(sweep)), SweepOptions(
+        num_cpus=cpus, max_concurrent=concurrent, mlflow_uri=f"sqlite:///{Path(work) / 'mlflow.db'}",
+        storage=str(Path(work) / "ray_results"), progress=False, trainer="_timed:train"))
+    return 0 if summary.ok else 1
+
+
 def _timed_child(cmd: list[str], cwd: Path, stamps: Path) -> tuple[float, float, float]:
     """(wall, trials' phase, seconds before the first trial) of a child process."""
     t0 = time.time()
@@ -113,16 +124,14 @@ def bare(sweep: Path, work: Path, concurrent: int, cpus: int) -> tuple[float, fl
 
 def through_sweep(sweep: Path, work: Path, concurrent: int, cpus: int) -> tuple[float, float, float]:
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "orchestration.cli", str(sweep), "--num-cpus", str(cpus), "--quiet",
-           "--max-concurrent", str(concurrent), "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}",
-           "--storage", str(work / "ray_results")]
+    cmd = [sys.executable, __file__, "--sweep-child", str(sweep), str(work), str(concurrent), str(cpus)]
     return _timed_child(cmd, ROOT, work / "stamps.jsonl")
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--bare-child":
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in ("--bare-child", "--sweep-child"):
         s, o, c, n = sys.argv[2:6]
-        return _bare_main(s, o, int(c), int(n))
+        return (_bare_main if sys.argv[1] == "--bare-child" else _sweep_main)(s, o, int(c), int(n))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT / "data" / "synth"), help="SynthFace root (generated if absent)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "atf-bench-stores")

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override max_concurrent (default: sweep file, else as many as resources allow)")
     p.add_argument("--base-dir", default=None,
                    help="folder that relative paths (data, store, storage) resolve against (default: cwd)")
+    p.add_argument("--scratch", default=None, metavar="DIR",
+                   help="trials' working folder on each node, local disk best (default: <tmp>/atf-trials)")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="seconds between progress lines (trials done/running, each trial's epoch and ETA)")
@@ -83,11 +85,12 @@ def format_cells(sweep: Sweep) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _preflight(sweep: Sweep, cwd: Path, uri: str, storage: str | None, generate: bool) -> bool:
+def _preflight(sweep: Sweep, cwd: Path, uri: str, storage: str | None, generate: bool,
+               scratch: str | None = None) -> bool:
     """Preflight (orchestration.preflight): print every problem, one line each; make absent
     SynthFace roots when `generate` (a dry run only says it would). True when the sweep may start."""
     from orchestration.preflight import check, make_synth
-    report = check(sweep, cwd, uri, storage)
+    report = check(sweep, cwd, uri, storage, scratch=scratch)
     for note in report.notes:
         print(f"atf-sweep: note: {note}", file=sys.stderr)
     if report.problems:
@@ -104,7 +107,7 @@ def _preflight(sweep: Sweep, cwd: Path, uri: str, storage: str | None, generate:
     if report.generate:
         for root, spec in report.generate.items():
             make_synth(root, spec)
-        again = check(sweep, cwd, uri, storage)  # the files just made, through the same readers
+        again = check(sweep, cwd, uri, storage, scratch=scratch)  # the files just made, through the same readers
         if again.problems:
             print(f"atf-sweep: {sweep.path}: problems after generating the data:", file=sys.stderr)
             for line in again.lines():
@@ -149,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sweep {sweep.name} ({args.file}): {len(sweep.cells())} cells"
                   + (f", {n_search} search samples" if n_search else ""))
             print(format_cells(sweep), flush=True)
-            return 0 if _preflight(sweep, cwd, uri, args.storage, generate=False) else 2
-        if not _preflight(sweep, cwd, uri, args.storage, generate=True):
+            return 0 if _preflight(sweep, cwd, uri, args.storage, False, args.scratch) else 2
+        if not _preflight(sweep, cwd, uri, args.storage, True, args.scratch):
             return 2
         from orchestration.runner import SweepOptions, run_sweep
         opts = SweepOptions(
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             progress=not args.quiet, progress_every=args.progress_every, base_dir=args.base_dir,
-            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout)
+            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout, scratch=args.scratch)
         from orchestration.runner import SweepError, SweepInterrupted
         try:
             summary = run_sweep(sweep, opts)

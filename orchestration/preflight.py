@@ -26,6 +26,7 @@ from pathlib import Path
 from atf import keys
 from atf.config import RunConfig
 from orchestration.sweepfile import Cell, Sweep, SynthSpec, resolve_paths, synth_for
+from orchestration.trainable import scratch_root
 
 __all__ = ["Problem", "Report", "check", "make_synth", "submit_problems", "IMAGES_PER_FILE"]
 
@@ -236,7 +237,7 @@ def _check_data(cells: list[Cell], cwd: Path, sweep: Sweep, report: Report, seed
 
 # -- outputs -----------------------------------------------------------------------------------
 
-def _check_outputs(report: Report, cwd: Path, storage: str | None) -> None:
+def _check_outputs(report: Report, cwd: Path, storage: str | None, scratch: str | None = None) -> None:
     if storage and "://" in storage:
         report.notes.append(f"storage {storage}: a URI, not checked here (every node needs access)")
     else:
@@ -246,11 +247,11 @@ def _check_outputs(report: Report, cwd: Path, storage: str | None) -> None:
         if why:
             report.problems.append(Problem(f"storage {folder}", f"not writable ({why})",
                                            "pass --storage DIR on a writable (shared) filesystem"))
-    scratch = Path(os.environ.get("ATF_SWEEP_SCRATCH", Path(tempfile.gettempdir()) / "atf-trials"))
-    why = _writable(scratch)
+    folder = scratch_root(scratch)
+    why = _writable(folder)
     if why:
-        report.problems.append(Problem(f"trial scratch folder {scratch}", f"not writable ({why})",
-                                       "set ATF_SWEEP_SCRATCH to a writable local folder"))
+        report.problems.append(Problem(f"trial scratch folder {folder}", f"not writable ({why})",
+                                       "pass --scratch DIR, a writable local folder"))
     for root in report.generate:
         why = _writable(root)
         if why:
@@ -301,7 +302,7 @@ def _check_mlflow(report: Report, uri: str) -> None:
 
 
 def check(sweep: Sweep, cwd: Path, mlflow_uri: str, storage: str | None = None, files: bool = True,
-          seed: int = 0, images_per_file: int = IMAGES_PER_FILE) -> Report:
+          seed: int = 0, images_per_file: int = IMAGES_PER_FILE, scratch: str | None = None) -> Report:
     """Every problem of `sweep` that the driver can see (module docstring). `files=False` skips
     data, storage and weights (a submitter whose cluster sees other filesystems)."""
     report = Report()
@@ -310,7 +311,7 @@ def check(sweep: Sweep, cwd: Path, mlflow_uri: str, storage: str | None = None, 
     _check_models(cells, cwd, report, weights=files)
     if files:
         _check_data(cells, cwd, sweep, report, seed, images_per_file)
-        _check_outputs(report, cwd, storage)
+        _check_outputs(report, cwd, storage, scratch)
     _check_mlflow(report, mlflow_uri)
     return report
 
@@ -331,7 +332,7 @@ def submit_problems(file: Path, args: argparse.Namespace, base_dir: str | None) 
     here = base_dir is None or Path(base_dir).is_dir()
     cwd = Path(base_dir) if base_dir and here else Path.cwd()
     uri = args.mlflow_uri or default_mlflow_uri(cwd)
-    report = check(sweep, cwd, uri, args.storage, files=here)
+    report = check(sweep, cwd, uri, args.storage, files=here, scratch=args.scratch)
     if not here or not uri.startswith(("http://", "https://")):  # a local store is the cluster's business
         report.problems = [p for p in report.problems if not p.subject.startswith("MLflow store")]
     return report.lines()

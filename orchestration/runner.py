@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -49,8 +50,7 @@ from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, join, with_
 from orchestration.sweepfile import Cell, Resources, Sweep, resolve_paths
 from orchestration.trainable import FINAL, build_config, cell_trainable, payload
 
-__all__ = ["SweepOptions", "SweepSummary", "SweepError", "SweepInterrupted", "run_sweep", "parse_faults",
-           "FAULT_ENV"]
+__all__ = ["SweepOptions", "SweepSummary", "SweepError", "SweepInterrupted", "run_sweep", "parse_faults"]
 
 _QUIET_ENV = {  # our progress line replaces Tune's tables; per-epoch checkpoints are intended
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -61,7 +61,6 @@ _SPEED_ENV = {  # MLflow records everything: Tune's CSV/JSON/TensorBoard loggers
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # 237 MiB: TensorBoard imports torch in the driver)
     "OMP_WAIT_POLICY": "PASSIVE",  # trials' idle OpenMP threads sleep, not spin (local Ray's workers inherit it)
 }
-FAULT_ENV = "ATF_SWEEP_FAULT"  # "raise@2:CELLPREFIX,kill@1" (drills and tests; see trainable.py)
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,9 @@ class SweepOptions:
     progress_every: float = 30.0    # seconds between progress blocks (orchestration.progress)
     checkpoint_every: int = 1       # epochs between trial checkpoints (what a retry resumes from); 0 = none
     base_dir: str | None = None     # relative paths resolve here (None = cwd); `submit` sets the submitter's
-    faults: str = ""                # fault drill, as FAULT_ENV: "kill@2:CELLPREFIX,raise@1" (tests, drills)
+    faults: str = ""                # fault drill: "kill@2:CELLPREFIX,raise@1" (tests, drills; see trainable.py)
+    trainer: str = ""               # "module:function" in place of atf.train.train (tests, benchmarks)
+    scratch: str | None = None      # trials' node-local working folder (None = <tmp>/atf-trials)
     connect_timeout: float = 60.0   # seconds to reach a Ray cluster (--address) before giving up
     claim_heartbeat: float = 30.0   # seconds between this driver's heartbeats (orchestration.claims)
     claim_stale: float = 180.0      # a claim holder silent this long is dead: its cells are taken over
@@ -117,7 +118,7 @@ def parse_faults(spec: str) -> list[tuple[str, int, str]]:
         head, _, prefix = item.partition(":")
         mode, _, epoch = head.partition("@")
         if mode not in ("raise", "kill") or not epoch.isdigit():
-            raise ValueError(f"{FAULT_ENV}: bad item {item!r}; expected raise@K[:cell] or kill@K[:cell]")
+            raise ValueError(f"faults: bad item {item!r}; expected raise@K[:cell] or kill@K[:cell]")
         out.append((mode, int(epoch), prefix))
     return out
 
@@ -347,37 +348,45 @@ def _connect_ray(opts: SweepOptions, on_abort: Any) -> bool:
         os.close(w)
 
 
-def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
-    """Run every unfinished cell of `sweep`; see the module docstring.
+@dataclass
+class _Drive:
+    """One launch of a sweep: what its steps share (built by `run_sweep`, read by the steps)."""
+    sweep: Sweep
+    opts: SweepOptions
+    store: TrackingStore
+    parent: str
+    launch: _Launch
+    storage: str                    # Tune storage_path (a folder or a URI)
+    local_dir: Path                 # launch records (and fault markers) live here
+    cwd: Path
+    summary: SweepSummary
+    ray_started: bool = False
+    signals: _Signals = dataclasses.field(default_factory=lambda: _Signals())
+    claims: ClaimBook | None = None
+    watched: list[Any] = dataclasses.field(default_factory=list)  # MlflowCallbacks: KILLED on an interrupt
+    res: Resources | None = None    # per-trial resources, once Ray is up (`_train_cells`)
 
-    Raises SweepError (one line) before anything is created when the storage, the MLflow store or
-    the cluster cannot be used, and SweepInterrupted after SIGTERM/Ctrl-C (parent run KILLED,
-    resumable). Every other early exit closes the parent run as FAILED.
-    """
-    import ray
 
-    for k, v in {**_QUIET_ENV, **_SPEED_ENV}.items():
-        os.environ.setdefault(k, v)
+def _places(opts: SweepOptions) -> tuple[Path, str, Path, str]:
+    """(cwd, Tune storage, local folder for launch records, MLflow URI) of a launch."""
     cwd = Path(opts.base_dir).resolve() if opts.base_dir else Path.cwd().resolve()
     storage = opts.storage or str(cwd / "ray_results")
     if not _is_uri(storage):
         storage = str((cwd / storage).resolve())
     local_dir = Path(storage) if not _is_uri(storage) else cwd / "ray_results"
-    uri = opts.mlflow_uri or default_mlflow_uri(cwd)
-    cells = sweep.cells()
-    # before anything is created: storage, store and cluster must be usable (one line each)
-    _probe_dir(local_dir, "--storage" if not _is_uri(storage) else "launch records folder")
-    _check_store_uri(uri)
-    if opts.address:
-        _check_address(opts.address, opts.connect_timeout)
-    # A fresh SQLite store (create + migrate: seconds) holds no finished cell, so Ray is needed:
-    # start both at once. An existing store opens quickly and may make Ray unnecessary.
-    fresh = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists() and bool(cells)
+    return cwd, storage, local_dir, opts.mlflow_uri or default_mlflow_uri(cwd)
+
+
+def _open_store(uri: str, opts: SweepOptions, fresh: bool) -> tuple[TrackingStore, bool]:
+    """The MLflow store, and whether Ray was started meanwhile. A fresh SQLite store (create +
+    migrate: seconds) holds no finished cell, so Ray is needed: both start at once. An existing
+    store opens quickly and may make Ray unnecessary."""
+    import ray
     with ThreadPoolExecutor(1) as pool:
         opening = pool.submit(TrackingStore, uri, opts.experiment)
         started = _init_ray(opts) if fresh and not opts.address else False
         try:
-            store = opening.result()
+            return opening.result(), started
         except Exception as e:  # noqa: BLE001 - a store we cannot open: one line, nothing created
             if started:
                 ray.shutdown()
@@ -386,86 +395,139 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
             if started:
                 ray.shutdown()
             raise
-    summary = SweepSummary(sweep.name, len(cells))
-    launch = _Launch.open(local_dir, sweep, opts.resume)
+
+
+def _open_parent(store: TrackingStore, sweep: Sweep, launch: _Launch, opts: SweepOptions, started: bool) -> str:
+    """The sweep's parent run (the launch's own again on --resume), recorded in the launch file."""
+    import ray
     try:
         parent = store.parent(sweep.name, str(sweep.path.resolve()), launch.data.get("parent_run_id"),
                               files=[sweep.path, *([sweep.profile.path] if sweep.profile else [])])
     except Exception as e:  # noqa: BLE001 - e.g. a read-only server: nothing was created
         if started:
             ray.shutdown()
-        raise SweepError(f"MLflow store {uri}: cannot create the sweep's parent run: {_first_line(e)}") from None
-    launch.data["parent_run_id"] = summary.parent_run_id = parent
+        raise SweepError(f"MLflow store {store.uri}: cannot create the sweep's parent run: "
+                         f"{_first_line(e)}") from None
+    launch.data["parent_run_id"] = parent
     launch.data["resumed"] = opts.resume
     launch.save()
+    return parent
 
-    signals = _Signals()
-    claims = ClaimBook(store, parent, sweep.name, opts.claim_heartbeat, opts.claim_stale)
-    counts = {"cells": summary.total}
-    state = {"started": started}
-    watched: list[Any] = []  # MlflowCallbacks: their runs are marked KILLED on an interrupt
 
-    def abort(reason: str, status: str) -> None:
-        with contextlib.suppress(Exception):
-            store.close_parent(parent, False, counts, status=status, error=reason)
-            launch.data["closed"] = status
-            launch.save()
+def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
+    """Run every unfinished cell of `sweep`; see the module docstring.
 
+    Raises SweepError (one line) before anything is created when the storage, the MLflow store or
+    the cluster cannot be used, and SweepInterrupted after SIGTERM/Ctrl-C (parent run KILLED,
+    resumable). Every other early exit closes the parent run as FAILED.
+    """
+    for k, v in {**_QUIET_ENV, **_SPEED_ENV}.items():
+        os.environ.setdefault(k, v)
     try:
-        signals.install()
-        claims.start()
-        finished = {} if opts.rerun else store.finished_cells(c.cell_id for c in cells)
-        for c in cells:
-            if c.cell_id in finished:
-                _link(store, finished[c.cell_id], c, sweep.name, parent)
-        summary.reused = sum(c.cell_id in finished for c in cells)
-        counts["reused"] = summary.reused
-        todo = [c for c in cells if c.cell_id not in finished]
-        if summary.reused:
-            print(f"[{sweep.name}] {summary.reused} cell(s) already finished in MLflow: reused")
-        pending, trained, linked, rounds = list(todo), set(), set(), 0
-        while pending:
-            won, held = claims.claim(c.cell_id for c in pending)
-            mine = [c for c in pending if c.cell_id in won]
-            if held:
-                print(f"[{sweep.name}] {len(held)} cell(s) are being trained by another sweep "
-                      f"(parent run {', '.join(sorted(set(held.values())))}): waiting to link them")
-            if mine:
-                if not state["started"] and not ray.is_initialized():
-                    state["started"] = _connect_ray(opts, abort)
-                    signals.install()
-                _train_cells(mine, rounds, sweep, opts, store, parent, launch, storage, local_dir, cwd,
-                             signals, watched)
-                trained |= {c.cell_id for c in mine}
-                claims.release(c.cell_id for c in mine)
-                rounds += 1
-            waiting = [c for c in pending if c.cell_id in held]
-            pending = _wait_for(waiting, store, claims, sweep.name, parent, opts, signals, linked)
-        done = store.finished_cells(c.cell_id for c in todo) if todo else {}
-        summary.linked = sum(c.cell_id in done and c.cell_id in linked for c in todo)
-        summary.finished = sum(c.cell_id in done and c.cell_id not in linked for c in todo)
-        summary.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
-        summary.failed = len(summary.failed_cells)
-        counts.update(finished=summary.finished, failed=summary.failed, linked=len(linked))
-        store.close_parent(parent, summary.ok, counts)
-        launch.data["closed"] = "FINISHED" if summary.ok else "FAILED"
-        launch.save()
+        parse_faults(opts.faults)  # a bad drill spec: one line before anything is created
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    cwd, storage, local_dir, uri = _places(opts)
+    cells = sweep.cells()
+    # before anything is created: storage, store and cluster must be usable (one line each)
+    _probe_dir(local_dir, "--storage" if not _is_uri(storage) else "launch records folder")
+    _check_store_uri(uri)
+    if opts.address:
+        _check_address(opts.address, opts.connect_timeout)
+    fresh = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists() and bool(cells)
+    store, started = _open_store(uri, opts, fresh)
+    launch = _Launch.open(local_dir, sweep, opts.resume)
+    parent = _open_parent(store, sweep, launch, opts, started)
+    summary = SweepSummary(sweep.name, len(cells), parent_run_id=parent)
+    drive = _Drive(sweep, opts, store, parent, launch, storage, local_dir, cwd, summary, ray_started=started)
+    drive.claims = ClaimBook(store, parent, sweep.name, opts.claim_heartbeat, opts.claim_stale)
+    try:
+        drive.signals.install()
+        drive.claims.start()
+        todo = _reuse_finished(drive, cells)
+        linked = _train_or_link(drive, todo)
+        _finish(drive, todo, linked)
         return summary
     except SweepInterrupted as e:
-        _kill_runs(store, watched)
-        abort(f"interrupted by {signal.Signals(e.signum).name}; resume with atf-sweep {sweep.path} --resume",
-              "KILLED")
+        _kill_runs(store, drive.watched)
+        _close_parent(drive, f"interrupted by {signal.Signals(e.signum).name}; resume with atf-sweep "
+                             f"{sweep.path} --resume", "KILLED")
         raise SweepInterrupted(e.signum, parent) from None
     except BaseException as e:
-        _kill_runs(store, watched)
-        abort(_first_line(e) if isinstance(e, Exception) else type(e).__name__, "FAILED")
+        _kill_runs(store, drive.watched)
+        _close_parent(drive, _first_line(e) if isinstance(e, Exception) else type(e).__name__, "FAILED")
         raise
     finally:
         with contextlib.suppress(Exception):
-            claims.stop()
-        signals.restore()
-        if state["started"]:
+            drive.claims.stop()
+        drive.signals.restore()
+        if drive.ray_started:
+            import ray
             ray.shutdown()
+
+
+def _counts(summary: SweepSummary) -> dict[str, int]:
+    """What the parent run records about its cells."""
+    return {"cells": summary.total, "reused": summary.reused, "finished": summary.finished,
+            "failed": summary.failed, "linked": summary.linked}
+
+
+def _close_parent(drive: _Drive, reason: str, status: str) -> None:
+    """An early end: the parent run closes with `status` and `reason`; the launch records it."""
+    with contextlib.suppress(Exception):
+        known = {k: v for k, v in _counts(drive.summary).items() if k in ("cells", "reused")}  # the rest: unknown
+        drive.store.close_parent(drive.parent, False, known, status=status, error=reason)
+        drive.launch.data["closed"] = status
+        drive.launch.save()
+
+
+def _reuse_finished(drive: _Drive, cells: list[Cell]) -> list[Cell]:
+    """Cells MLflow already has finished join this sweep (unless --rerun); the rest, to train."""
+    finished = {} if drive.opts.rerun else drive.store.finished_cells(c.cell_id for c in cells)
+    for c in cells:
+        if c.cell_id in finished:
+            _link(drive.store, finished[c.cell_id], c, drive.sweep.name, drive.parent)
+    drive.summary.reused = sum(c.cell_id in finished for c in cells)
+    if drive.summary.reused:
+        print(f"[{drive.sweep.name}] {drive.summary.reused} cell(s) already finished in MLflow: reused")
+    return [c for c in cells if c.cell_id not in finished]
+
+
+def _train_or_link(drive: _Drive, todo: list[Cell]) -> set[str]:
+    """Claim, train what this driver won, wait for what others hold, until every cell is done
+    here or linked; returns the linked cells (trained by another sweep meanwhile)."""
+    import ray
+    pending, linked, rounds = list(todo), set(), 0
+    while pending:
+        won, held = drive.claims.claim(c.cell_id for c in pending)
+        mine = [c for c in pending if c.cell_id in won]
+        if held:
+            print(f"[{drive.sweep.name}] {len(held)} cell(s) are being trained by another sweep "
+                  f"(parent run {', '.join(sorted(set(held.values())))}): waiting to link them")
+        if mine:
+            if not drive.ray_started and not ray.is_initialized():
+                drive.ray_started = _connect_ray(drive.opts, functools.partial(_close_parent, drive))
+                drive.signals.install()
+            _train_cells(drive, mine, rounds)
+            drive.claims.release(c.cell_id for c in mine)
+            rounds += 1
+        waiting = [c for c in pending if c.cell_id in held]
+        pending = _wait_for(waiting, drive.store, drive.claims, drive.sweep.name, drive.parent, drive.opts,
+                            drive.signals, linked)
+    return linked
+
+
+def _finish(drive: _Drive, todo: list[Cell], linked: set[str]) -> None:
+    """Count finished, linked and failed cells; close the parent run and the launch record."""
+    s = drive.summary
+    done = drive.store.finished_cells(c.cell_id for c in todo) if todo else {}
+    s.linked = sum(c.cell_id in done and c.cell_id in linked for c in todo)
+    s.finished = sum(c.cell_id in done and c.cell_id not in linked for c in todo)
+    s.failed_cells = tuple(c.cell_id for c in todo if c.cell_id not in done)
+    s.failed = len(s.failed_cells)
+    drive.store.close_parent(drive.parent, s.ok, _counts(s))
+    drive.launch.data["closed"] = "FINISHED" if s.ok else "FAILED"
+    drive.launch.save()
 
 
 def _first_line(e: BaseException) -> str:
@@ -515,115 +577,129 @@ def _kill_runs(store: TrackingStore, callbacks: list[Any]) -> None:
                     with_retry(lambda: store.client.set_terminated(run_id, "KILLED"))
 
 
-def _train_cells(todo: list[Cell], round_no: int, sweep: Sweep, opts: SweepOptions, store: TrackingStore,
-                 parent: str, launch: "_Launch", storage: str, local_dir: Path, cwd: Path, signals: _Signals,
-                 watched: list[Any]) -> None:
-    """Train `todo` (cells this driver claimed) through Ray Tune; MLflow is written by callbacks."""
+def _train_cells(drive: _Drive, todo: list[Cell], round_no: int) -> None:
+    """Train `todo` (cells this driver claimed) through Ray Tune; MLflow is written by callbacks.
+    Plain cells run as one grid; each tuned cell runs its own search."""
+    from ray import tune
+    drive.res = _resources(drive.sweep, drive.opts)
+    trainable = tune.with_resources(cell_trainable, drive.res.as_tune())
+    base = drive.launch.data["grid"] + (f"-r{round_no}" if round_no else "")
+    plain = [c for c in todo if c.search is None]
+    if plain:
+        _train_grid(drive, trainable, plain, base)
+    for c in (c for c in todo if c.search is not None):
+        _train_search(drive, trainable, c)
+
+
+def _cell_payload(drive: _Drive, c: Cell, role: str) -> dict[str, Any]:
+    """What a trial of cell `c` receives (orchestration.trainable.payload)."""
+    marker_dir = drive.local_dir / "faults" / drive.launch.data["stamp"]
+    fault = _fault_for(c.cell_id, parse_faults(drive.opts.faults), marker_dir)
+    p = payload(c.cell_id, resolve_paths(c.config, drive.cwd), role, drive.res.cpu, fault, drive.opts.trainer,
+                drive.opts.scratch)
+    p["tags"] = c.tags
+    p["checkpoint_every"] = drive.opts.checkpoint_every
+    p["label"] = c.label  # the MLflow run name
+    return p
+
+
+def _run_config(drive: _Drive, name: str, label: str, n_trials: int, parent_id: str, stop: Any = None) -> Any:
+    """Tune's RunConfig of one experiment: MLflow (and progress) callbacks, retries, one checkpoint kept."""
     from ray import tune
 
     from orchestration.progress import ProgressCallback
     from orchestration.tune_logging import MlflowCallback
+    log = MlflowCallback(drive.store.uri, drive.opts.experiment, parent_id, drive.sweep.name, drive.opts.rerun)
+    drive.watched.append(log)
+    callbacks: list[Any] = [log]
+    if drive.opts.progress:
+        callbacks.append(ProgressCallback(label, n_trials, every=drive.opts.progress_every))
+    max_failures = drive.sweep.max_failures if drive.opts.max_failures is None else drive.opts.max_failures
+    return tune.RunConfig(name=name, storage_path=drive.storage, verbose=0, callbacks=callbacks, stop=stop,
+                          failure_config=tune.FailureConfig(max_failures=max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
-    uri = store.uri
-    res = _resources(sweep, opts)
-    faults = parse_faults(opts.faults or os.environ.get(FAULT_ENV, ""))
-    marker_dir = local_dir / "faults" / launch.data["stamp"]
-    max_failures = sweep.max_failures if opts.max_failures is None else opts.max_failures
 
-    def cell_payload(c: Cell, role: str) -> dict[str, Any]:
-        p = payload(c.cell_id, resolve_paths(c.config, cwd), role, res.cpu,
-                    _fault_for(c.cell_id, faults, marker_dir))
-        p["tags"] = c.tags
-        p["checkpoint_every"] = opts.checkpoint_every
-        p["label"] = c.label  # the MLflow run name
-        return p
+def _tune_config(drive: _Drive, **search: Any) -> Any:
+    from ray import tune
+    return tune.TuneConfig(max_concurrent_trials=drive.opts.max_concurrent or drive.sweep.max_concurrent or None,
+                           trial_dirname_creator=_dirname, reuse_actors=True, **search)
 
-    def callbacks(label: str, n_trials: int, parent_id: str) -> list[Any]:
-        log = MlflowCallback(uri, opts.experiment, parent_id, sweep.name, opts.rerun)
-        watched.append(log)
-        cbs: list[Any] = [log]
-        if opts.progress:
-            cbs.append(ProgressCallback(label, n_trials, every=opts.progress_every))
-        return cbs
 
-    def run_config(name: str, label: str, n_trials: int, parent_id: str = parent, stop: Any = None) -> Any:
-        return tune.RunConfig(
-            name=name, storage_path=storage, verbose=0, callbacks=callbacks(label, n_trials, parent_id),
-            stop=stop,
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+def _fit(drive: _Drive, trainable: Any, name: str, build: Any, cells: list[str]) -> Any:
+    """Run (or, on --resume, restore) the Tune experiment `name` that `build(name)` makes.
 
-    trainable = tune.with_resources(cell_trainable, res.as_tune())
+    Restores only an experiment whose every cell is either ours again or finished by this launch:
+    Tune restores the whole grid, and a cell another sweep took over (or finished) meanwhile must
+    not be trained twice."""
+    from ray import tune
+    path = f"{drive.storage.rstrip('/')}/{name}"
+    recorded = set(drive.launch.data.get("cells", {}).get(name, cells))
+    ours = {cid for cid, r in drive.store.finished_cells(recorded - set(cells)).items()
+            if r.data.tags.get("mlflow.parentRunId") == drive.parent}
+    restorable = drive.opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
+    if restorable:
+        print(f"[{drive.sweep.name}] resuming Tune experiment {name}")
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        if drive.opts.resume and tune.Tuner.can_restore(path):
+            name = f"{name}-x{time.strftime('%H%M%S')}"
+        tuner = build(name)
+    drive.launch.data.setdefault("cells", {})[name] = cells
+    drive.launch.save()
+    drive.signals.in_fit = True
+    try:
+        return tuner.fit()
+    finally:
+        drive.signals.in_fit = False
+        drive.signals.check()  # a signal during the fit: Tune stopped and saved its state; now stop here
 
-    def fit(name: str, build: Any, cells: list[str]) -> Any:
-        path = f"{storage.rstrip('/')}/{name}"
-        # restore only an experiment whose every cell is either ours again or finished by this launch:
-        # Tune restores the whole grid, and a cell another sweep took over (or finished) meanwhile
-        # must not be trained twice
-        recorded = set(launch.data.get("cells", {}).get(name, cells))
-        ours = {cid for cid, r in store.finished_cells(recorded - set(cells)).items()
-                if r.data.tags.get("mlflow.parentRunId") == parent}
-        restorable = opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
-        if restorable:
-            print(f"[{sweep.name}] resuming Tune experiment {name}")
-            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-        else:
-            if opts.resume and tune.Tuner.can_restore(path):
-                name = f"{name}-x{time.strftime('%H%M%S')}"
-            tuner = build(name)
-        launch.data.setdefault("cells", {})[name] = cells
-        launch.save()
-        signals.in_fit = True
-        try:
-            return tuner.fit()
-        finally:
-            signals.in_fit = False
-            signals.check()  # a signal during the fit: Tune stopped and saved its state; now stop here
 
-    base = launch.data["grid"] + (f"-r{round_no}" if round_no else "")
-    plain = [c for c in todo if c.search is None]
-    if plain:
-        payloads = [cell_payload(c, keys.ROLE_CELL) for c in plain]
-        grid = fit(base, lambda name: tune.Tuner(
-            trainable, param_space={"cell": tune.grid_search(payloads)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent
-                                        or None, trial_dirname_creator=_dirname, reuse_actors=True),
-            run_config=run_config(name, f"{sweep.name} cells", len(plain))), [c.cell_id for c in plain])
-        _reconcile(store, grid, parent, sweep.name)
+def _train_grid(drive: _Drive, trainable: Any, plain: list[Cell], base: str) -> None:
+    """Plain cells: one Tuner over a grid of their payloads."""
+    from ray import tune
+    payloads = [_cell_payload(drive, c, keys.ROLE_CELL) for c in plain]
+    label = f"{drive.sweep.name} cells"
+    grid = _fit(drive, trainable, base, lambda name: tune.Tuner(
+        trainable, param_space={"cell": tune.grid_search(payloads)}, tune_config=_tune_config(drive),
+        run_config=_run_config(drive, name, label, len(plain), drive.parent)), [c.cell_id for c in plain])
+    _reconcile(drive.store, grid, drive.parent, drive.sweep.name)
+
+
+def _train_search(drive: _Drive, trainable: Any, c: Cell) -> None:
+    """A tuned cell: its own Tuner with OptunaSearch; the best sample becomes the cell's run."""
+    from ray import tune
 
     from orchestration.search import SameFailureStop, choose, search_space, searcher
-    for c in (c for c in todo if c.search is not None):
-        name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
-        launch.save()
-        # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
-        cell_run = store.open_run(parent_id=parent, sweep_name=sweep.name, tags=c.tags, role=keys.ROLE_CELL,
-                                  trial_id="", cfg=c.config, name=c.label, params=False)
-        stopper = SameFailureStop(c.search.num_samples)
-        p = cell_payload(c, keys.ROLE_SEARCH)
-        results = fit(name, lambda name, c=c, p=p, cell_run=cell_run, stopper=stopper: tune.Tuner(
-            trainable, param_space={"cell": p, "search": search_space(c.search)},
-            tune_config=tune.TuneConfig(
-                search_alg=searcher(c.search), num_samples=c.search.num_samples, metric=keys.VAL_NME,
-                mode="min", max_concurrent_trials=opts.max_concurrent or sweep.max_concurrent or None,
-                trial_dirname_creator=_dirname, reuse_actors=True),
-            run_config=run_config(name, f"{sweep.name} search {c.cell_id}", c.search.num_samples,
-                                  cell_run, stopper)), [c.cell_id])
-        _reconcile(store, results, cell_run, sweep.name)
-        if stopper.stop_all():
-            store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
-                                  "was stopped (its first samples failed alike)", stopper.errors)
-        best = choose(list(results))
-        if best is not None:
-            _promote(store, c, best, parent, sweep.name, opts.rerun)
-        elif store.status(cell_run) != "finished":
-            store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
+    store, launch = drive.store, drive.launch
+    name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
+    launch.save()
+    # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
+    cell_run = store.open_run(parent_id=drive.parent, sweep_name=drive.sweep.name, tags=c.tags,
+                              role=keys.ROLE_CELL, trial_id="", cfg=c.config, name=c.label, params=False)
+    stopper = SameFailureStop(c.search.num_samples)
+    p = _cell_payload(drive, c, keys.ROLE_SEARCH)
+    label = f"{drive.sweep.name} search {c.cell_id}"
+    results = _fit(drive, trainable, name, lambda name: tune.Tuner(
+        trainable, param_space={"cell": p, "search": search_space(c.search)},
+        tune_config=_tune_config(drive, search_alg=searcher(c.search), num_samples=c.search.num_samples,
+                                 metric=keys.VAL_NME, mode="min"),
+        run_config=_run_config(drive, name, label, c.search.num_samples, cell_run, stopper)), [c.cell_id])
+    _reconcile(store, results, cell_run, drive.sweep.name)
+    if stopper.stop_all():
+        store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
+                              "was stopped (its first samples failed alike)", stopper.errors)
+    best = choose(list(results))
+    if best is not None:
+        _promote(store, c, best, drive.parent, drive.sweep.name, drive.opts.rerun)
+    elif store.status(cell_run) != "finished":
+        store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
 
 
 def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str) -> None:
     """Record in MLflow every trial Tune finished whose run is not finished (killed driver)."""
     from orchestration.tune_logging import MlflowCallback, record_result
-    log = MlflowCallback(store.uri, "", parent, sweep_name)
-    log._store = store
+    log = MlflowCallback(store.uri, "", parent, sweep_name, store=store)
     for r in results:
         m = r.metrics or {}
         if r.error is not None or m.get(FINAL) != 1.0:

@@ -41,7 +41,7 @@ from atf.metrics import write_ced
 __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
     "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
-    "trainer", "scratch_dir", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
+    "trainer", "scratch_dir", "scratch_root", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
 ]
 
 FINAL = keys.RESULT_FINAL  # 1.0 on the last report of a trial (carries the test metrics)
@@ -56,10 +56,10 @@ class InjectedFault(RuntimeError):
     """Raised by the fault knob; a real exception inside the trainer's epoch callback."""
 
 
-def trainer() -> Callable[..., Any]:
-    """`atf.train.train`, or the callable named by $ATF_SWEEP_TRAINER ("module:function")."""
-    spec = os.environ.get("ATF_SWEEP_TRAINER", "atf.train:train")
-    module, _, name = spec.partition(":")
+def trainer(spec: str = "") -> Callable[..., Any]:
+    """`atf.train.train`, or the callable `spec` names ("module:function", SweepOptions.trainer:
+    tests and benchmarks substitute a wrapper through the payload, nothing through the environment)."""
+    module, _, name = (spec or "atf.train:train").partition(":")
     import importlib
     return getattr(importlib.import_module(module), name)
 
@@ -68,8 +68,8 @@ def build_config(payload: dict[str, Any], sampled: dict[str, Any] | None) -> Run
     """The trial's RunConfig: the cell's config with the search sample applied."""
     cfg = from_dict(RunConfig, payload["config"])
     if sampled:
-        from orchestration.sweepfile import apply_values
-        cfg = apply_values(cfg, sampled)
+        from atf.config import apply
+        cfg = apply(cfg, sampled)
     return cfg
 
 
@@ -192,7 +192,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
         tune.report(failure_metrics(e))
         return
     cfg = _threads(cfg, payload.get("threads", 1))
-    out_dir = scratch_dir(tune.get_context().get_experiment_name(), tune.get_context().get_trial_id())
+    out_dir = scratch_dir(tune.get_context().get_experiment_name(), tune.get_context().get_trial_id(),
+                          payload.get("scratch"))
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -217,7 +218,7 @@ def cell_trainable(config: dict[str, Any]) -> None:
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
     try:
-        result = trainer()(cfg, out_dir, on_epoch=on_epoch, resume=resume)
+        result = trainer(payload.get("trainer", ""))(cfg, out_dir, on_epoch=on_epoch, resume=resume)
     except Exception as e:  # noqa: BLE001 - deterministic ones are reported, the rest re-raised (retried)
         if not is_deterministic(e):
             raise
@@ -249,16 +250,21 @@ def usable_resume(last: Path, origin: str) -> Path | None:
     return used
 
 
-def scratch_dir(experiment: str, trial_id: str) -> Path:
+def scratch_root(given: str | None = None) -> Path:
+    """Where trials work: `given` (atf-sweep --scratch), else <tmp>/atf-trials on each node."""
+    return Path(given) if given else Path(tempfile.gettempdir()) / "atf-trials"
+
+
+def scratch_dir(experiment: str, trial_id: str, root: str | None = None) -> Path:
     """Node-local working folder of a trial, outside Tune's trial dir (Tune syncs that one while
     the trainer is still writing); what must survive travels as checkpoints and the result bundle."""
-    root = Path(os.environ.get("ATF_SWEEP_SCRATCH", Path(tempfile.gettempdir()) / "atf-trials"))
-    out = root / experiment / trial_id
+    out = scratch_root(root) / experiment / trial_id
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def payload(cell_id: str, cfg: RunConfig, role: str, threads: float,
-            fault: dict[str, Any] | None = None) -> dict[str, Any]:
+            fault: dict[str, Any] | None = None, trainer: str = "", scratch: str | None = None) -> dict[str, Any]:
     """What the driver hands a trial: the config as a plain dict plus bookkeeping."""
-    return {"cell_id": cell_id, "config": to_dict(cfg), "role": role, "threads": threads, "fault": fault}
+    return {"cell_id": cell_id, "config": to_dict(cfg), "role": role, "threads": threads, "fault": fault,
+            "trainer": trainer, "scratch": scratch}

@@ -52,13 +52,16 @@ def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
 class MlflowCallback(Callback):
     """Picklable (Tune stores callbacks with the experiment): the store reconnects lazily."""
 
-    def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str, rerun: bool = False) -> None:
+    def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str, rerun: bool = False,
+                 store: TrackingStore | None = None) -> None:
+        """`store`: an open store to write through (the driver's own, when it reconciles); else one is
+        opened on first use (a callback travels to where Tune runs it without one)."""
         self.uri, self.experiment = uri, experiment
         self.parent_id, self.sweep_name, self.rerun = parent_id, sweep_name, rerun
         self.runs: dict[str, str] = {}   # trial id -> run id
         self.frozen: set[str] = set()    # trials whose run is already finished (a restored, done trial)
         self.logged: dict[str, int] = {}  # run id -> last step in its history (a step is logged once)
-        self._store: TrackingStore | None = None
+        self._store = store
 
     @property
     def store(self) -> TrackingStore:

@@ -9,6 +9,7 @@ status=finished); Optuna search samples and unfinished runs are left out on the 
 from __future__ import annotations
 
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -149,58 +150,88 @@ def _read_sqlite(uri: str, run_filter: RunFilter) -> tuple[list[dict], list[dict
     tags, the test metrics and one param. Read-only, the same selection as `filter_string`
     (active runs of active experiments carrying every wanted tag); the latest value of a metric,
     as MLflow reports it, is its `latest_metrics` row."""
-    import sqlite3
     path = Path(uri.removeprefix("sqlite:///"))
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error:
         return None
     try:
-        for table, cols in _SQL_TABLES.items():
-            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
-            if not cols <= have:
-                return None
-        wanted = run_filter.wanted()
-        where = " ".join("AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)"
-                         for _ in wanted)
-        args = [x for kv in wanted.items() for x in kv]
-        if run_filter.sweep:  # one of the run's sweeps: its per-sweep key (orchestration.claims), or the
-            where += (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE (key = ? AND value = '1') "
-                      "OR (key = ? AND value = ?))")  # single sweep tag of runs made before it
-            args += [f"{keys.TAG_IN_SWEEP}{run_filter.sweep}", keys.TAG_SWEEP, run_filter.sweep]
-        found = con.execute(
-            "SELECT r.run_uuid, r.experiment_id, r.start_time, r.artifact_uri FROM runs r "
-            "JOIN experiments e ON e.experiment_id = r.experiment_id "
-            f"WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active' {where} "
-            "ORDER BY r.start_time DESC", args).fetchall()
-        ids = [r[0] for r in found]
-        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        roots: dict[str, str] = {}
-        metric_rows = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            tag_marks = ",".join("?" * len(RUN_TAGS))
-            for rid, key, value in con.execute(
-                    f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks}) AND key IN ({tag_marks})",
-                    [*chunk, *RUN_TAGS]):
-                tags[rid][key] = value or ""
-            roots.update(con.execute(f"SELECT run_uuid, value FROM params WHERE key = ? AND run_uuid IN ({marks})",
-                                     [DATA_ROOT_PARAM, *chunk]).fetchall())
-            for rid, name, value, is_nan in con.execute(
-                    f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", chunk):
-                parsed = keys.parse_protocol_metric(name)   # both NME protocols (test/*, test_ocn/*)
-                if parsed:
-                    metric_rows.append({"run_id": rid, "name": name, "dataset": parsed[1], "subset": parsed[2],
-                                        "metric": parsed[3], "value": float("nan") if is_nan else float(value)})
+        if not _sql_schema_ok(con):
+            return None
+        found = _sql_runs(con, run_filter)
+        tags, roots, metric_rows = _sql_details(con, [r[0] for r in found])
     except sqlite3.Error:
         return None
     finally:
         con.close()
-    run_rows = [{"run_id": rid, "experiment_id": str(exp), "start_time": start, "artifact_uri": art or "",
-                 DATA_ROOT_PARAM: roots.get(rid, ""), **{t: tags[rid].get(t, "") for t in RUN_TAGS}}
+    run_rows = [_run_row(rid, str(exp), start, art or "", roots.get(rid, ""), tags[rid])
                 for rid, exp, start, art in found]
     return run_rows, metric_rows
+
+
+def _sql_schema_ok(con: sqlite3.Connection) -> bool:
+    """Does the store have every table and column `_read_sqlite` reads?"""
+    for table, cols in _SQL_TABLES.items():
+        if not cols <= {r[1] for r in con.execute(f"PRAGMA table_info({table})")}:
+            return False
+    return True
+
+
+def _sql_runs(con: sqlite3.Connection, run_filter: RunFilter) -> list[tuple]:
+    """(run id, experiment id, start time, artifact uri) of the runs `run_filter` keeps, newest first."""
+    wanted = run_filter.wanted()
+    where = " ".join("AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)"
+                     for _ in wanted)
+    args = [x for kv in wanted.items() for x in kv]
+    if run_filter.sweep:  # one of the run's sweeps: its per-sweep key (orchestration.mlflow_log.join), or
+        where += (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE (key = ? AND value = '1') "
+                  "OR (key = ? AND value = ?))")  # the single sweep tag of runs made before it
+        args += [f"{keys.TAG_IN_SWEEP}{run_filter.sweep}", keys.TAG_SWEEP, run_filter.sweep]
+    return con.execute(
+        "SELECT r.run_uuid, r.experiment_id, r.start_time, r.artifact_uri FROM runs r "
+        "JOIN experiments e ON e.experiment_id = r.experiment_id "
+        f"WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active' {where} "
+        "ORDER BY r.start_time DESC", args).fetchall()
+
+
+def _sql_details(con: sqlite3.Connection, ids: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str], list[dict]]:
+    """(RUN_TAGS per run, data root per run, metric rows) of `ids`, read 500 runs at a time."""
+    tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+    roots: dict[str, str] = {}
+    metric_rows = []
+    tag_marks = ",".join("?" * len(RUN_TAGS))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for rid, key, value in con.execute(
+                f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks}) AND key IN ({tag_marks})",
+                [*chunk, *RUN_TAGS]):
+            tags[rid][key] = value or ""
+        roots.update(con.execute(f"SELECT run_uuid, value FROM params WHERE key = ? AND run_uuid IN ({marks})",
+                                 [DATA_ROOT_PARAM, *chunk]).fetchall())
+        for rid, name, value, is_nan in con.execute(
+                f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", chunk):
+            row = _metric_row(rid, name, float("nan") if is_nan else float(value))
+            if row:
+                metric_rows.append(row)
+    return tags, roots, metric_rows
+
+
+def _run_row(run_id: str, experiment_id: str, start_time: int, artifact_uri: str, data_root: str,
+             tags: dict[str, str]) -> dict:
+    """One row of `Runs.runs` (RUN_COLUMNS)."""
+    return {"run_id": run_id, "experiment_id": experiment_id, "start_time": start_time,
+            "artifact_uri": artifact_uri, DATA_ROOT_PARAM: data_root, **{t: tags.get(t, "") for t in RUN_TAGS}}
+
+
+def _metric_row(run_id: str, name: str, value: float) -> dict | None:
+    """One row of `Runs.metrics` (METRIC_COLUMNS) for a test metric of either NME protocol (test/*,
+    test_ocn/*); None for any other metric."""
+    parsed = keys.parse_protocol_metric(name)
+    if not parsed:
+        return None
+    return {"run_id": run_id, "name": name, "dataset": parsed[1], "subset": parsed[2], "metric": parsed[3],
+            "value": value}
 
 
 def collect(uri: str, run_filter: RunFilter = RunFilter()) -> Runs:
@@ -223,14 +254,9 @@ def collect(uri: str, run_filter: RunFilter = RunFilter()) -> Runs:
         tags, info = run.data.tags, run.info
         if not run_filter.keeps(tags):
             continue
-        run_rows.append({"run_id": info.run_id, "experiment_id": info.experiment_id,
-                         "start_time": info.start_time, "artifact_uri": info.artifact_uri,
-                         DATA_ROOT_PARAM: run.data.params.get(DATA_ROOT_PARAM, ""),
-                         **{t: tags.get(t, "") for t in RUN_TAGS}})
-        for name, value in run.data.metrics.items():
-            parsed = keys.parse_protocol_metric(name)   # both NME protocols (test/*, test_ocn/*)
-            if parsed:
-                metric_rows.append({"run_id": info.run_id, "name": name, "dataset": parsed[1],
-                                    "subset": parsed[2], "metric": parsed[3], "value": float(value)})
+        run_rows.append(_run_row(info.run_id, info.experiment_id, info.start_time, info.artifact_uri,
+                                 run.data.params.get(DATA_ROOT_PARAM, ""), tags))
+        metric_rows += filter(None, (_metric_row(info.run_id, name, float(value))
+                                     for name, value in run.data.metrics.items()))
     return Runs(uri, pd.DataFrame(run_rows, columns=list(RUN_COLUMNS)),
                 pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS)))

@@ -78,7 +78,7 @@ experiments:
     sweep = load_sweep(sweep_file)
     storage = tmp_path / "a-file"
     storage.write_text("not a folder")
-    report = check(sweep, tmp_path, "http://127.0.0.1:9/", str(storage))
+    report = check(sweep, tmp_path, "http://127.0.0.1:9/", str(storage), scratch=str(storage / "trials"))
     text = "\n".join(report.lines())
     assert all("\n" not in line for line in report.lines())
     assert f"{root / '300w' / 'face_landmarks_300w_train.csv'}: missing (300w train/full" in text
@@ -87,10 +87,11 @@ experiments:
     assert f"{root / 'aflw'}" in text and "sampled images unreadable" in text
     assert "model hrnet_w18 input_size=48" in text and "multiple of 32" in text
     assert f"storage {storage}: not writable" in text
+    assert f"trial scratch folder {storage / 'trials'}: not writable ({storage} is not a folder)" in text
     assert "MLflow server http://127.0.0.1:9/: does not answer" in text
     if weights:
         assert "model.pretrained" in text and "missing.pth" in text
-    assert len(report.problems) == 6 + bool(weights), text
+    assert len(report.problems) == 7 + bool(weights), text
     assert not report.generate
 
 

@@ -118,7 +118,7 @@ def test_submit_through_jobs_api(tmp_path, synth_root, ray_head):
 # -- a second node and GPUs that do not exist, on loopback -------------------------------------------
 
 PROBE = '''
-"""Trainer wrapper (ATF_SWEEP_TRAINER): records where a trial ran, waits for its peers, trains."""
+"""Trainer wrapper (SweepOptions.trainer): records where a trial ran, waits for its peers, trains."""
 import json, os, time
 from pathlib import Path
 import ray
@@ -141,13 +141,15 @@ def train(cfg, out_dir, on_epoch=None, resume=None):
 '''
 
 
+PROBE_TRAINER = "placement_probe:train"  # SweepOptions.trainer: the wrapper above, importable by the workers
+
+
 def probe_env(tmp_path: Path, monkeypatch, barrier: int) -> Path:
     """Workers inherit the environment of the Ray started after this (they import the probe)."""
     (tmp_path / "placement_probe.py").write_text(PROBE)
     probes = tmp_path / "probes"
     probes.mkdir()
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("ATF_SWEEP_TRAINER", "placement_probe:train")
     monkeypatch.setenv("ATF_PROBE_DIR", str(probes))
     monkeypatch.setenv("ATF_PROBE_BARRIER", str(barrier))
     return probes
@@ -194,7 +196,7 @@ def test_trials_spread_over_two_nodes_with_shared_storage(tmp_path, synth_root, 
         assert sorted(labels.values()) == ["node_head", "node_second"]
         sweep = load_sweep(cells_file(tmp_path, synth_root, "{cpu: 1}", 4))
         shared = tmp_path / "shared"
-        summary = run_sweep(sweep, SweepOptions(storage=str(shared), progress=False))
+        summary = run_sweep(sweep, SweepOptions(storage=str(shared), progress=False, trainer=PROBE_TRAINER))
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -225,7 +227,8 @@ def test_half_gpu_trials_run_four_at_a_time_on_two_declared_gpus(tmp_path, synth
     ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         sweep = load_sweep(cells_file(tmp_path, synth_root, "{cpu: 0.5, gpu: 0.5}", 4))
-        summary = run_sweep(sweep, SweepOptions(storage=str(tmp_path / "tune"), progress=False))
+        summary = run_sweep(sweep, SweepOptions(storage=str(tmp_path / "tune"), progress=False,
+                                                trainer=PROBE_TRAINER))
     finally:
         ray.shutdown()
     assert summary.ok and summary.finished == 4, summary.line()

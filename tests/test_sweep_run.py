@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from atf import keys
 from orchestration.mlflow_log import TAG_CHOSEN_FROM
-from orchestration.runner import FAULT_ENV, SweepOptions, run_sweep
+from orchestration.runner import SweepOptions, run_sweep
 from orchestration.sweepfile import load_sweep
 
 TINY = """
@@ -130,8 +130,8 @@ experiments:
 """)
     sweep = load_sweep(p)
     raises, killed, fine = (c.cell_id for c in sweep.cells())
-    monkeypatch.setenv(FAULT_ENV, f"raise@1:{raises},kill@2:{killed}")
-    summary = run_sweep(sweep, SweepOptions(storage=str(tmp_path / "tune"), progress=False))
+    summary = run_sweep(sweep, SweepOptions(storage=str(tmp_path / "tune"), progress=False,
+                                            faults=f"raise@1:{raises},kill@2:{killed}"))
     assert summary.failed_cells == (raises,) and summary.finished == 2 and not summary.ok
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")

@@ -26,7 +26,7 @@ NUMERALS = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x")
 
 
 def _env() -> dict[str, str]:
-    drop = ("ATF_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ATF_SWEEP_FAULT")
+    drop = ("ATF_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
