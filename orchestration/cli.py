@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", default=None, metavar="DIR",
                    help="trials' working folder on each node, local disk best (default: <tmp>/atf-trials)")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
+    p.add_argument("--worker-logs", action="store_true", help="show the Ray workers' own output (debugging)")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="seconds between progress lines (trials done/running, each trial's epoch and ETA)")
     return p
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             progress=not args.quiet, progress_every=args.progress_every, base_dir=args.base_dir,
-            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout, scratch=args.scratch)
+            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout, scratch=args.scratch,
+            worker_logs=args.worker_logs)
         from orchestration.runner import SweepError, SweepInterrupted
         try:
             summary = run_sweep(sweep, opts)

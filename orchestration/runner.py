@@ -83,6 +83,7 @@ class SweepOptions:
     faults: str = ""                # fault drill: "kill@2:CELLPREFIX,raise@1" (tests, drills; see trainable.py)
     trainer: str = ""               # "module:function" in place of atf.train.train (tests, benchmarks)
     scratch: str | None = None      # trials' node-local working folder (None = <tmp>/atf-trials)
+    worker_logs: bool = False       # show the Ray workers' own output here (debugging)
     connect_timeout: float = 60.0   # seconds to reach a Ray cluster (--address) before giving up
     claim_heartbeat: float = 30.0   # seconds between this driver's heartbeats (orchestration.claims)
     claim_stale: float = 180.0      # a claim holder silent this long is dead: its cells are taken over
@@ -143,7 +144,7 @@ def _init_ray(opts: SweepOptions) -> bool:
     import ray
     if ray.is_initialized():
         return False
-    quiet = os.environ.get("ATF_SWEEP_VERBOSE", "") == ""
+    quiet = not opts.worker_logs
     if opts.address:
         ray.init(address=opts.address, log_to_driver=not quiet)
     else:
