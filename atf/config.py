@@ -8,6 +8,8 @@ to a default. Variants are made with `dataclasses.replace` or `override`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ __all__ = [
     "ConfigError", "DatasetPaths", "DataConfig", "ModelConfig", "LossConfig", "AtdpConfig",
     "OptimConfig", "AugmentConfig", "EvalConfig", "FinetuneConfig", "RunConfig",
     "from_dict", "to_dict", "load_config", "override", "protocol_summary",
+    "RANGES", "check_ranges", "validate", "apply", "parse_assignments", "field_type",
+    "field_paths", "check_keys", "nest", "merge", "FREE_MAPPINGS",
 ]
 
 
@@ -274,6 +278,7 @@ def protocol_summary(cfg: RunConfig) -> str:
 # key -> (low, high, low inclusive, high inclusive); a tuple-valued key is checked item by item.
 # Bounds are what a sane run can use, not the paper's values: a negative or 1e30 learning rate
 # reaches torch as a cryptic error or NaN metrics after hours; here it is refused naming the key.
+# The one table: `atf-train`, `atf-sweep` and a search's space bounds all pass through it.
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.lr": (0.0, 1.0, False, True),
     "optim.trunk_lr": (0.0, 1.0, True, True),
@@ -282,7 +287,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.patience": (0, float("inf"), True, False),
     "optim.milestones": (1, float("inf"), True, False),
     "finetune.lr": (0.0, 1.0, False, True),
-    "finetune.epochs": (0, float("inf"), True, False),
+    "finetune.epochs": (1, float("inf"), True, False),  # 0 would report an untrained head
     "finetune.milestones": (1, float("inf"), True, False),
     "loss.alpha": (0.0, 1e3, True, True),
     "loss.beta": (0.0, 1e3, True, True),
@@ -305,6 +310,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "model.input_size": (0, 4096, True, True),
     "model.heatmap_size": (0, 4096, True, True),
 }
+MIN_INPUT_SIZE = 16                # a set model.input_size below this leaves no feature map
 
 
 def check_ranges(cfg: RunConfig) -> None:
@@ -323,6 +329,19 @@ def check_ranges(cfg: RunConfig) -> None:
                 left = f"{lo:g} {'<=' if lo_in else '<'} " if lo > -float("inf") else ""
                 right = f" {'<=' if hi_in else '<'} {hi:g}" if hi < float("inf") else ""
                 raise ConfigError(f"{name}: {v!r} is out of range; expected {left}{name}{right}")
+    if 0 < cfg.model.input_size < MIN_INPUT_SIZE:
+        raise ConfigError(f"model.input_size: {cfg.model.input_size} is too small; expected 0 (the "
+                          f"backbone's default) or >= {MIN_INPUT_SIZE}")
+
+
+def validate(cfg: RunConfig, check_names: typing.Callable[[RunConfig], None] | None = None) -> RunConfig:
+    """Everything a built config can still get wrong: ranges and dataset names (types and unknown
+    keys were refused while building it); returns `cfg`. Dataset names are the registry's
+    business: pass `atf.datasets.check_datasets` as `check_names` (this module cannot import it)."""
+    check_ranges(cfg)
+    if check_names is not None:
+        check_names(cfg)
+    return cfg
 
 
 # -- dict <-> dataclass with key-path errors ----------------------------------------------------
@@ -381,8 +400,7 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"unknown config key '{where}{unknown[0]}'; known keys: {sorted(names)}")
+        raise _unknown_key(f"{path}.{unknown[0]}" if path else unknown[0], names)
     kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -403,27 +421,141 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in upd.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+
+# -- dotted overrides: the one engine for atf-train --set, sweep files, profiles and searches ---
+
+_INDEX = re.compile(r"^(?P<path>[A-Za-z_][\w.]*)\[(?P<index>\d+)\]$")
+FREE_MAPPINGS = ("data.paths", "loss.sigma")  # fields keyed by dataset name, not config sections
+
+
+def field_paths(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Every dotted field path of RunConfig ("optim.lr", "data.paths", ...): what a key may name."""
+    out = []
+    for name, tp in typing.get_type_hints(cls or RunConfig).items():
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            out += field_paths(tp, f"{prefix}{name}.")
     return out
 
 
-def override(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
-    """New config with `updates` applied; keys may be dotted ("optim.lr") or nested mappings."""
-    nested: dict[str, Any] = {}
+def _unknown_key(dotted: str, known: typing.Iterable[str]) -> ConfigError:
+    """'unknown config key' with the closest field path as a suggestion (a typo names its fix)."""
+    close = difflib.get_close_matches(dotted, field_paths(), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{dotted}'{hint}; known keys: {sorted(known)}")
+
+
+def field_type(dotted: str) -> Any:
+    """Type of a dotted (or indexed, "atdp.ratios[0]") RunConfig field; ConfigError naming the key."""
+    m = _INDEX.match(dotted)
+    tp: Any = RunConfig
+    parts = (m["path"] if m else dotted).split(".")
+    for i, part in enumerate(parts):
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                raise _unknown_key(".".join(parts[:i + 1]), hints)
+            tp = hints[part]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            raise ConfigError(f"unknown config key '{dotted}': '{'.'.join(parts[:i])}' has no fields")
+    if m and typing.get_origin(tp) is not tuple:
+        raise ConfigError(f"'{dotted}': {m['path']} is not a list")
+    return tp
+
+
+def check_keys(updates: dict[str, Any], prefix: str = "") -> None:
+    """Refuse unknown keys in an override mapping (nested or dotted) before anything is built."""
     for k, v in updates.items():
-        node = nested
-        *head, last = k.split(".")
+        dotted = f"{prefix}{k}"
+        tp = field_type(dotted)
+        if isinstance(v, dict) and dataclasses.is_dataclass(tp):
+            check_keys(v, f"{dotted}.")
+
+
+def merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `upd`, mappings merged recursively (neither argument changes)."""
+    out = dict(base)
+    for k, v in upd.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def nest(updates: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim.lr": 1} and {"optim": {"lr": 1}} alike -> nested mapping (free mappings kept as given)."""
+    out: dict[str, Any] = {}
+    for k, v in updates.items():
+        node = out
+        *head, last = str(k).split(".")
         for h in head:
             node = node.setdefault(h, {})
-        node[last] = v
-    return from_dict(RunConfig, _merge(to_dict(cfg), nested))
+            if not isinstance(node, dict):
+                raise ConfigError(f"'{k}' sets a field inside a non-mapping value")
+        dotted = f"{prefix}{k}"
+        if isinstance(v, dict) and dotted not in FREE_MAPPINGS:
+            v = nest(v, f"{dotted}.")
+        node[last] = merge(node[last], v) if isinstance(v, dict) and isinstance(node.get(last), dict) else v
+    return out
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML run config; every error names the file."""
+def _set_index(d: dict[str, Any], cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Set element i of a tuple field (`atdp.ratios[0]`) in `d`, starting from its effective value."""
+    m = _INDEX.match(dotted)
+    assert m is not None
+    path, index = m["path"], int(m["index"])
+    effective = {"atdp.ratios": cfg.ratios, "atdp.decays": cfg.atdp.decays or (0.9,) * len(cfg.aux)}
+    node: Any = d
+    *head, last = path.split(".")
+    for h in head:
+        node = node[h]
+    items = list(node[last] or effective.get(path, ()))
+    if index >= len(items):
+        raise ConfigError(f"'{dotted}': index {index} out of range (the list has {len(items)} values)")
+    items[index] = value
+    node[last] = items
+
+
+def apply(cfg: RunConfig | dict[str, Any], updates: dict[str, Any]) -> RunConfig:
+    """A new RunConfig: `cfg` (a config or a plain mapping) with `updates` applied. Keys may be
+    dotted ("optim.lr"), nested mappings or indexed ("atdp.ratios[0]"); values are converted by
+    the field's type and checked (types, ranges) as the config is built."""
+    base = to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    plain = {k: v for k, v in updates.items() if not _INDEX.match(str(k))}
+    indexed = {k: v for k, v in updates.items() if _INDEX.match(str(k))}
+    check_keys(plain)
+    for k in indexed:
+        field_type(k)
+    d = merge(base, nest(plain))
+    if indexed:
+        staged = from_dict(RunConfig, d)
+        for k, v in indexed.items():
+            _set_index(d, staged, k, v)
+    return from_dict(RunConfig, d)
+
+
+def override(cfg: RunConfig, updates: dict[str, Any]) -> RunConfig:
+    """New config with `updates` applied (see `apply`)."""
+    return apply(cfg, updates)
+
+
+def parse_assignments(items: typing.Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as YAML (numbers, lists, booleans; empty = "")."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML") from None
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                check_names: typing.Callable[[RunConfig], None] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `overrides` and validate (see `validate`); errors name the file."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -438,7 +570,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     try:
-        cfg = from_dict(RunConfig, data)
-        return override(cfg, overrides) if overrides else cfg
+        return validate(apply(data, overrides or {}), check_names)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from atf import keys
-from atf.config import DataConfig, DatasetPaths
+from atf.config import ConfigError, DataConfig, DatasetPaths, RunConfig
 from atf.readers import AnnotationError, AnnotationSet, Style, read_csv
 from atf.schemes import SchemeError, get_scheme
 from atf.schemes import register_file as register_scheme_file
@@ -137,6 +137,21 @@ def get_dataset(name: str) -> DatasetSpec:
         return _DATASETS[name]
     except KeyError:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}") from None
+
+
+def check_datasets(cfg: RunConfig) -> None:
+    """Every dataset `cfg` names exists (after its own registry files); ConfigError naming the key.
+    The dataset half of validating a config: `atf-train` and `atf-sweep` both call it."""
+    if cfg.data.registry:
+        apply_registry(cfg.data)
+    named = [("target", cfg.target), *((f"aux[{i}]", a) for i, a in enumerate(cfg.aux))]
+    if cfg.novel:
+        named.append(("novel", cfg.novel))
+    for where, name in named:
+        try:
+            get_dataset(name)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{where}: {str(e).strip(chr(39))}") from None
 
 
 def test_subsets(name: str) -> tuple[str, ...]:

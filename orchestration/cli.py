@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from atf.cli.common import MLFLOW_URI_HELP, add_data_root, default_mlflow_uri, make_parser
-from atf.config import ConfigError, protocol_summary
-from orchestration.sweepfile import Sweep, load_sweep, parse_set
+from atf.config import ConfigError, parse_assignments, protocol_summary
+from orchestration.sweepfile import Sweep, load_sweep
 
 __all__ = ["main", "build_parser", "format_cells"]
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_dir:  # a submitted job: the sweep file is in the job's copy, data under base-dir
             args.file = args.file.resolve()
             os.chdir(args.base_dir)
-        sweep = load_sweep(args.file, parse_set(args.sets), args.profile)
+        sweep = load_sweep(args.file, parse_assignments(args.sets), args.profile)
         cwd = Path.cwd().resolve()
         uri = args.mlflow_uri or default_mlflow_uri(cwd)
         if args.dry_run:  # the cells, then the preflight's verdict

@@ -322,11 +322,11 @@ def submit_problems(file: Path, args: argparse.Namespace, base_dir: str | None) 
     here (no --base-dir, or one that exists here). `args`: atf-sweep's own options as parsed from
     the submit command line. One line per problem; [] when it may go."""
     from atf.cli.common import default_mlflow_uri
-    from atf.config import ConfigError
-    from orchestration.sweepfile import load_sweep, parse_set
+    from atf.config import ConfigError, parse_assignments
+    from orchestration.sweepfile import load_sweep
     sets = [*args.sets, *([f"data.root={args.data_root}"] if args.data_root else [])]
     try:
-        sweep = load_sweep(file, parse_set(sets), args.profile)
+        sweep = load_sweep(file, parse_assignments(sets), args.profile)
     except ConfigError as e:
         return [str(e)]
     here = base_dir is None or Path(base_dir).is_dir()

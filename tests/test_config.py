@@ -97,3 +97,54 @@ def test_protocol_summary_names_what_a_cell_runs():
         assert part in line, (part, line)
     ocn = protocol_summary(RunConfig())
     assert "ocn" in ocn and "112px" in ocn and "plateau x0.1/10" in ocn and "aug crop0.2,flip0.5,rot30@1" in ocn
+
+
+# -- one engine: atf-train and atf-sweep refuse the same value with the same words ------------
+
+@pytest.mark.parametrize("assignment, message", [
+    ("optim.lr=-1", "optim.lr: -1.0 is out of range; expected 0 < optim.lr <= 1"),
+    ("finetune.epochs=0", "finetune.epochs: 0 is out of range; expected 1 <= finetune.epochs"),
+    ("augment.flip=2", "augment.flip: 2.0 is out of range; expected 0 <= augment.flip <= 1"),
+    ("model.input_size=8", "model.input_size: 8 is too small"),
+    ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+    ("optim.lrr=0.1", "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    ("augment.fliip=0.1", "unknown config key 'augment.fliip' (did you mean 'augment.flip'?)"),
+    ("target=nowhere", "target: unknown dataset"),
+])
+def test_train_and_sweep_paths_refuse_alike(tmp_path, capsys, assignment, message):
+    from atf.cli.train import main as train_main
+    from orchestration.cli import main as sweep_main
+    run = tmp_path / "run.yaml"
+    run.write_text("optim: {epochs: 1}\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("tables: [I]\nbase: {optim: {epochs: 1}}\n")
+    key, _, raw = assignment.partition("=")
+    inline = tmp_path / "inline.yaml"  # the same value written in a sweep file, not given with --set
+    inline.write_text(f"tables: [I]\nbase: {{optim: {{epochs: 1}}}}\nset: {{{key}: {raw}}}\n")
+    errors = []
+    for main, argv in ((train_main, [str(run), "--out", str(tmp_path / "out")]),
+                       (sweep_main, [str(sweep), "--dry-run"])):
+        assert main([*argv, "--set", assignment]) == 2
+        errors.append(capsys.readouterr().err.strip())
+    assert sweep_main([str(inline), "--dry-run"]) == 2
+    errors.append(capsys.readouterr().err.strip())
+    for err in errors:
+        assert "\n" not in err and message in err, err
+    assert str(run) in errors[0] and str(sweep) in errors[1] and f"{inline}: " in errors[2]
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_nest_index_and_keep_free_mappings():
+    from atf.config import apply, parse_assignments
+    cfg = apply(RunConfig(), parse_assignments(
+        ["scenario=atf", "aux=[300w, cofw]", "atdp.decays[1]=0.5", "loss.sigma={wflw: 2, 300w: 1}",
+         "optim.milestones=[5, 9]", "data.paths.cofw.images=/x"]))
+    assert cfg.atdp.decays == (0.9, 0.5)
+    assert cfg.loss.sigma == {"wflw": 2.0, "300w": 1.0} and cfg.sigma("wflw") == 2.0
+    assert cfg.optim.milestones == (5, 9) and cfg.data.paths["cofw"].images == "/x"
+    with pytest.raises(ConfigError, match=r"atdp\.decays\[2\]': index 2 out of range"):
+        apply(cfg, {"atdp.decays[2]": 0.5})
+    with pytest.raises(ConfigError, match=r"'optim\.lr\[0\]': optim\.lr is not a list"):
+        apply(cfg, {"optim.lr[0]": 0.5})
+    with pytest.raises(ConfigError, match=r"--set 'optim\.lr': expected key=value"):
+        parse_assignments(["optim.lr"])

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from atf import keys
-from atf.config import RunConfig
+from atf.config import RunConfig, apply
 from orchestration.cells import cell_id, cell_tags
 from orchestration.cli import main
-from orchestration.sweepfile import SweepError, apply_values, load_sweep, resolve_paths
+from orchestration.sweepfile import SweepError, load_sweep, resolve_paths
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -73,16 +73,16 @@ experiments:
 
 def test_identity_ignores_runtime_knobs_and_canonicalises():
     cfg = RunConfig(scenario="atf", aux=("300w",))
-    same = apply_values(cfg, {"data.num_workers": 4, "device": "cpu", "atdp.ratios": [1, 1],
+    same = apply(cfg, {"data.num_workers": 4, "device": "cpu", "atdp.ratios": [1, 1],
                               "data.root": "/elsewhere"})
     assert cell_id(cfg, provenance="real") == cell_id(same, provenance="real")
     for change in ({"seed": 1}, {"optim.lr": 1e-4}, {"loss.mixed": False}, {"atdp.decreasing": False}):
-        assert cell_id(apply_values(cfg, change), provenance="real") != cell_id(cfg, provenance="real")
+        assert cell_id(apply(cfg, change), provenance="real") != cell_id(cfg, provenance="real")
     assert cell_id(cfg, provenance="real") != cell_id(cfg, provenance="synthetic(scale=0.02,seed=0)")
     # a baseline never uses the ATF knobs: they must not split identical baselines
     b = RunConfig()
-    assert cell_id(b, provenance="real") == cell_id(apply_values(b, {"loss.mixed": False}), provenance="real")
-    tags = cell_tags(apply_values(cfg, {"loss.mixed": False, "atdp.decreasing": False}), ["VII", "III"],
+    assert cell_id(b, provenance="real") == cell_id(apply(b, {"loss.mixed": False}), provenance="real")
+    tags = cell_tags(apply(cfg, {"loss.mixed": False, "atdp.decreasing": False}), ["VII", "III"],
                      provenance="real")
     assert (tags[keys.TAG_LOSS], tags[keys.TAG_PROPORTIONS], tags[keys.TAG_TABLES]) == (
         keys.LOSS_AT, keys.PROPORTIONS_WOD, "III,VII")

@@ -15,25 +15,12 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
 from atf import keys
 from atf.cli.common import add_data_root, make_parser
-from atf.config import ConfigError, load_config
+from atf.config import ConfigError, load_config, parse_assignments
 
 SMOKE = {"data.max_train": 16, "data.max_test": 8, "optim.epochs": 1, "finetune.epochs": 1,
          "optim.batch_size": 8, "model.width_mult": 0.25}
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`key=value` pairs; values are parsed as YAML (numbers, lists, booleans)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     from atf import progress
     progress.configure(every=a.progress_every)
     try:
-        overrides = {**(SMOKE if a.smoke else {}), **parse_sets(a.sets)}
+        overrides = {**(SMOKE if a.smoke else {}), **parse_assignments(a.sets)}
         if a.data_root:
             overrides["data.root"] = a.data_root
-        cfg = load_config(a.config, overrides)
+        from atf.datasets import check_datasets
+        cfg = load_config(a.config, overrides, check_datasets)
     except ConfigError as e:
         print(f"atf-train: {e}", file=sys.stderr)
         return 2
