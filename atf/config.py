@@ -25,7 +25,7 @@ __all__ = [
     "OptimConfig", "AugmentConfig", "EvalConfig", "FinetuneConfig", "RunConfig",
     "from_dict", "to_dict", "load_config", "override", "protocol_summary",
     "RANGES", "check_ranges", "validate", "apply", "parse_assignments", "field_type",
-    "field_paths", "check_keys", "nest", "merge", "FREE_MAPPINGS",
+    "field_paths", "check_keys", "nest", "merge", "FREE_MAPPINGS", "read_yaml",
 ]
 
 
@@ -553,22 +553,32 @@ def parse_assignments(items: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} when empty); ConfigError naming the file (and line).
+    Run configs and sweep files alike are read here."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where} malformed YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
                 check_names: typing.Callable[[RunConfig], None] | None = None) -> RunConfig:
     """Read a YAML run config, apply `overrides` and validate (see `validate`); errors name the file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    data = read_yaml(path)
     try:
         return validate(apply(data, overrides or {}), check_names)
     except ConfigError as e:

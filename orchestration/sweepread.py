@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from atf import keys
 from atf.config import ConfigError, RunConfig, check_keys, field_type, merge, nest
+from atf.config import read_yaml as read_config_yaml
 from orchestration.cells import TABLES
 from orchestration.sweepspec import (
     DEFAULT_SYNTH,
@@ -98,22 +97,11 @@ def _expand_env(value: Any, path: Path, where: str) -> Any:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping with `${VAR}` expanded; SweepError naming the file (and line) otherwise."""
+    """A YAML mapping (atf.config.read_yaml) with `${VAR}` expanded; SweepError naming the file."""
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise SweepError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SweepError(f"{path}:{where} malformed YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SweepError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        data = read_config_yaml(path)
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
     return _expand_env(data, path, "")
 
 

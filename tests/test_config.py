@@ -24,7 +24,7 @@ def test_unknown_key_names_path(tmp_path):
 def test_malformed_yaml_names_file_and_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("optim:\n  lr: [1, 2\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+ malformed YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+: malformed YAML"):
         load_config(p)
 
 
