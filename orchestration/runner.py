@@ -30,6 +30,7 @@ import functools
 import glob
 import hashlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -424,6 +425,9 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     """
     for k, v in {**_QUIET_ENV, **_SPEED_ENV}.items():
         os.environ.setdefault(k, v)
+    # With the auto loggers off no trial writes result.json, and Tune's result grid then warns
+    # "Failed to fetch metrics" once per trial: noise, since every metric is in MLflow.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
         parse_faults(opts.faults)  # a bad drill spec: one line before anything is created
     except ValueError as e:
