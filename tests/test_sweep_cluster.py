@@ -41,13 +41,16 @@ def wait_port(port: int, timeout: float) -> bool:
 def ray_head(tmp_path_factory):
     """`ray start --head --block` in its own session; the whole group is killed afterwards."""
     port, dash = free_port(), free_port()
+    # every agent port free-picked too: their fixed defaults (e.g. 52365) collide with any other head
+    agents = [f"--{k}={free_port()}" for k in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                "metrics-export-port", "runtime-env-agent-port")]
     # token auth on both sides (Ray >= 2.52 can enforce it; the head and this client share ~/.ray)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token"}
     log = open(tmp_path_factory.mktemp("head") / "head.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", "--disable-usage-stats", *agents],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert wait_port(port, 90), "ray head did not come up"
@@ -91,12 +94,17 @@ def test_address_joins_existing_cluster(tmp_path, synth_root, ray_head):
 
 
 def test_submit_through_jobs_api(tmp_path, synth_root, ray_head):
-    try:
-        urllib.request.urlopen(f"{ray_head['dashboard']}/api/version", timeout=60)
-    except urllib.error.HTTPError:
-        pass  # it answers (401 without the token): the Jobs API is up
-    except OSError as e:  # no dashboard on this install: the Jobs API is unavailable
-        pytest.skip(f"Ray dashboard not reachable: {e}")
+    deadline = time.time() + 90  # the dashboard starts after the GCS port opens: poll, don't try once
+    while True:
+        try:
+            urllib.request.urlopen(f"{ray_head['dashboard']}/api/version", timeout=10)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (401 without the token): the Jobs API is up
+        except OSError as e:  # still starting, or no dashboard on this install
+            if time.time() > deadline:
+                pytest.skip(f"Ray dashboard not reachable: {e}")
+            time.sleep(1.0)
     root = Path(__file__).resolve().parents[1]
     jobdir = root / "sweeps" / ".test-jobs"
     jobdir.mkdir(exist_ok=True)
