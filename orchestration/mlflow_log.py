@@ -36,7 +36,7 @@ from atf import keys
 from atf.config import RunConfig, to_dict
 
 __all__ = ["TrackingStore", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM",
-           "runs_url", "ui_command", "ced_figure", "join", "in_sweep"]
+           "runs_url", "ui_command", "ced_figure", "join"]
 
 TAG_ERROR = keys.TAG_ERROR           # last error of a failed trial (one line)
 TAG_CHOSEN_FROM = keys.TAG_CHOSEN_FROM  # tuned cell: run id of the search sample it reports
@@ -406,7 +406,3 @@ def join(store: TrackingStore, run_id: str, sweep_name: str, tables: Iterable[st
         store.set_tags(run_id, {keys.TAG_SWEEP: sweeps, keys.TAG_TABLES: tabs})
         time.sleep(0.02 * (1 + random.random()))
 
-
-def in_sweep(tags: dict[str, str], sweep_name: str) -> bool:
-    """Does a run (its tags) belong to `sweep_name`?"""
-    return tags.get(f"{_IN_SWEEP}{sweep_name}") == "1" or sweep_name in tags.get(keys.TAG_SWEEP, "").split(",")
