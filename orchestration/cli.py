@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=None, help="retries per trial (default: sweep file)")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="epochs between trial checkpoints, what a retry resumes from (0 = none; default: 1)")
+    p.add_argument("--checkpoint-period", type=float, default=60.0, metavar="S",
+                   help="at least S seconds between a trial's checkpoints, so a crash loses at most about S "
+                        "seconds of work and a trial of seconds is not slowed by them (0 = every N epochs; "
+                        "default: 60)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="override resources.cpu (default: sweep file)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="override resources.gpu (default: sweep file)")
     p.add_argument("--max-concurrent", type=int, default=None,
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             progress=not args.quiet, progress_every=args.progress_every, base_dir=args.base_dir,
-            checkpoint_every=args.checkpoint_every, connect_timeout=args.connect_timeout, scratch=args.scratch,
+            checkpoint_every=args.checkpoint_every, checkpoint_period=args.checkpoint_period,
+            connect_timeout=args.connect_timeout, scratch=args.scratch,
             worker_logs=args.worker_logs)
         from orchestration.runner import SweepError, SweepInterrupted
         try:

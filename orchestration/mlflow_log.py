@@ -9,7 +9,7 @@ predictions, pruned model).
 Readable by a person: runs are named after the experiment, variant and seed
 (`atf-W3-wod s0`; search samples `... #3`), Optuna samples are nested under
 their tuned cell's run, the sweep file (and profile) are artifacts of the
-parent run, CED curves are PNG figures beside their CSVs, and the experiment
+parent run, CED curves are PNG figures (one per dataset) beside their CSVs, and the experiment
 is marked as model training so MLflow 3 opens it on the runs table
 (`runs_url`), not on its GenAI pages.
 
@@ -27,10 +27,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from atf import keys
 from atf.config import RunConfig, to_dict
@@ -45,6 +42,11 @@ _RUN_NAME = "mlflow.runName"
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3: the training-runs UI
 _UI_PORT = 5000
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+# mlflow itself (a second to import) is imported where a store is opened: `atf-sweep` opens its
+# store in a thread while Ray starts, so the import overlaps ray.init instead of preceding it.
 
 
 def runs_url(uri: str, experiment_id: str, port: int = _UI_PORT) -> str:
@@ -61,21 +63,24 @@ def ui_command(uri: str, port: int = _UI_PORT) -> str | None:
     return f"mlflow ui --backend-store-uri {uri} --port {port}"
 
 
-def ced_figure(csv_path: Path, title: str) -> Any:
-    """A CED curve (threshold, fraction CSV of keys.ced_artifact) as a matplotlib figure."""
+def ced_figure(curves: dict[str, Path], title: str) -> Any:
+    """CED curves (threshold, fraction CSVs of keys.ced_artifact), one line per label, as a figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from atf.metrics import read_ced
-    data = read_ced(csv_path)
     fig, ax = plt.subplots(figsize=(4.5, 3.4), dpi=100)
-    ax.plot(data[:, 0] * (100 if data[-1, 0] <= 1 else 1), data[:, 1], lw=1.8)
+    for label, csv_path in curves.items():
+        data = read_ced(csv_path)
+        ax.plot(data[:, 0] * (100 if data[-1, 0] <= 1 else 1), data[:, 1], lw=1.6, label=label)
     ax.set_xlabel("NME (%)")
     ax.set_ylabel("fraction of images")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -141,6 +146,7 @@ class TrackingStore:
     def __init__(self, uri: str, experiment: str = "atf") -> None:
         self.uri = uri
         with _init_lock(uri):  # the first contact creates/migrates a fresh SQLite file: one process at a time
+            from mlflow.tracking import MlflowClient
             self.client = with_retry(lambda: MlflowClient(tracking_uri=uri))
             self.experiment_id = with_retry(lambda: self._experiment(experiment))
 
@@ -282,17 +288,20 @@ class TrackingStore:
         return existing
 
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
         items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             chunk = items[i:i + 100]
             with_retry(lambda: self.client.log_batch(run_id, params=chunk))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         with_retry(lambda: self.client.log_batch(run_id, tags=items))
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         ts = _now_ms()
+        from mlflow.entities import Metric
         items = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             chunk = items[i:i + 500]
@@ -317,15 +326,21 @@ class TrackingStore:
         with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))
 
     def log_ced_figures(self, run_id: str, bundle: Path) -> None:
-        """ced/<dataset>_<subset>.png beside each CSV (log_figure), for reading in the UI."""
+        """ced/<dataset>.png beside the CSVs, one line per test subset (log_figure), for reading in
+        the UI. One figure per dataset, not per subset: WFLW's seven took 1.2 s of the driver's time
+        per trial, most of what a sweep of short trials spent between them."""
         import matplotlib.pyplot as plt
+        by_dataset: dict[str, dict[str, Path]] = {}
         for csv in sorted((bundle / keys.ARTIFACT_CED_DIR).glob("*.csv")):
+            dataset, _, subset = csv.stem.rpartition("_")
+            by_dataset.setdefault(dataset or csv.stem, {})[subset] = csv
+        for dataset, curves in by_dataset.items():
             try:
-                fig = ced_figure(csv, f"CED {csv.stem}")
+                fig = ced_figure(curves, f"CED {dataset}")
             except (OSError, ValueError, IndexError):
-                continue  # an empty or odd curve: the CSV is there, the picture is a nicety
+                continue  # an empty or odd curve: the CSVs are there, the picture is a nicety
             try:
-                with_retry(lambda: self.client.log_figure(run_id, fig, f"{keys.ARTIFACT_CED_DIR}/{csv.stem}.png"))
+                with_retry(lambda: self.client.log_figure(run_id, fig, f"{keys.ARTIFACT_CED_DIR}/{dataset}.png"))
             finally:
                 plt.close(fig)
 
@@ -369,6 +384,7 @@ class TrackingStore:
         run = with_retry(lambda: self.client.get_run(src_run_id))
         for key in run.data.metrics:
             hist = with_retry(lambda: self.client.get_metric_history(src_run_id, key))
+            from mlflow.entities import Metric
             self.log_history(dst_run_id, [Metric(m.key, m.value, m.timestamp, m.step) for m in hist])
 
 

@@ -80,6 +80,7 @@ class SweepOptions:
     progress: bool = True
     progress_every: float = 30.0    # seconds between progress blocks (orchestration.progress)
     checkpoint_every: int = 1       # epochs between trial checkpoints (what a retry resumes from); 0 = none
+    checkpoint_period: float = 60.0  # ... and at least this many seconds between them (0 = every N epochs)
     base_dir: str | None = None     # relative paths resolve here (None = cwd); `submit` sets the submitter's
     faults: str = ""                # fault drill: "kill@2:CELLPREFIX,raise@1" (tests, drills; see trainable.py)
     trainer: str = ""               # "module:function" in place of atf.train.train (tests, benchmarks)
@@ -574,6 +575,8 @@ def _wait_for(waiting: list[Cell], store: TrackingStore, claims: ClaimBook, swee
 
 def _kill_runs(store: TrackingStore, callbacks: list[Any]) -> None:
     """Runs of trials that were still training become KILLED (status tag "killed"; resumable)."""
+    with contextlib.suppress(Exception):
+        _drain(callbacks, raise_error=False)
     for cb in callbacks:
         for run_id in list(getattr(cb, "runs", {}).values()):
             with contextlib.suppress(Exception):
@@ -604,6 +607,7 @@ def _cell_payload(drive: _Drive, c: Cell, role: str) -> dict[str, Any]:
                 drive.opts.scratch)
     p["tags"] = c.tags
     p["checkpoint_every"] = drive.opts.checkpoint_every
+    p["checkpoint_period"] = drive.opts.checkpoint_period
     p["label"] = c.label  # the MLflow run name
     return p
 
@@ -654,10 +658,19 @@ def _fit(drive: _Drive, trainable: Any, name: str, build: Any, cells: list[str])
     drive.launch.save()
     drive.signals.in_fit = True
     try:
-        return tuner.fit()
+        results = tuner.fit()
     finally:
         drive.signals.in_fit = False
+        _drain(drive.watched, raise_error=False)  # MLflow has every write before anyone reads it
         drive.signals.check()  # a signal during the fit: Tune stopped and saved its state; now stop here
+    _drain(drive.watched)
+    return results
+
+
+def _drain(callbacks: list[Any], raise_error: bool = True) -> None:
+    """Wait for the MLflow callbacks' queued writes (tune_logging.MlflowCallback.drain)."""
+    for cb in callbacks:
+        cb.drain(raise_error)
 
 
 def _train_grid(drive: _Drive, trainable: Any, plain: list[Cell], base: str) -> None:
@@ -704,7 +717,7 @@ def _train_search(drive: _Drive, trainable: Any, c: Cell) -> None:
 def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str) -> None:
     """Record in MLflow every trial Tune finished whose run is not finished (killed driver)."""
     from orchestration.tune_logging import MlflowCallback, record_result
-    log = MlflowCallback(store.uri, "", parent, sweep_name, store=store)
+    log = MlflowCallback(store.uri, "", parent, sweep_name, store=store, background=False)
     for r in results:
         m = r.metrics or {}
         if r.error is not None or m.get(FINAL) != 1.0:

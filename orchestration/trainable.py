@@ -2,9 +2,10 @@
 
 Ray Tune example style: `cell_trainable` is a plain function; the helpers
 below it have no Ray in them (they pack checkpoints, build the config, shape
-metrics). Every epoch is reported with a checkpoint (last.pt, plus best.pt so a
-restored trial still knows its best epoch); a restored trial unpacks it into
-its run folder and passes `resume=` to the trainer. The final report carries a
+metrics). Every epoch is reported; epochs that `checkpoint_policy` picks carry a
+checkpoint (last.pt, plus best.pt so a restored trial still knows its best
+epoch); a restored trial unpacks it into its run folder and passes `resume=`
+to the trainer. The final report carries a
 result bundle (config, CED curves, predictions, pruned model, result.json) as
 its checkpoint, so the driver can log artifacts even when the trial ran on
 another node.
@@ -42,6 +43,7 @@ __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
     "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
     "trainer", "scratch_dir", "scratch_root", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
+    "checkpoint_policy",
 ]
 
 FINAL = keys.RESULT_FINAL  # 1.0 on the last report of a trial (carries the test metrics)
@@ -205,11 +207,11 @@ def cell_trainable(config: dict[str, Any]) -> None:
                 tune.report({**done["metrics"], FINAL: 1.0}, checkpoint=checkpoint)
                 return
 
-    every = int(payload.get("checkpoint_every", 1))  # 0: none (a retried trial starts over)
+    due = checkpoint_policy(int(payload.get("checkpoint_every", 1)), float(payload.get("checkpoint_period", 0.0)))
 
     def on_epoch(report: Any) -> None:
         fire_fault(payload.get("fault"), report.stage, report.epoch)
-        if every <= 0 or report.epoch % every:
+        if not due(report.epoch):
             tune.report(epoch_metrics(cfg, report.stage, report.epoch, report.metrics))
             return
         with tempfile.TemporaryDirectory(prefix="atf-ckpt-") as tmp:
@@ -231,6 +233,24 @@ def cell_trainable(config: dict[str, Any]) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)  # everything worth keeping went out through Tune
     with contextlib.suppress(OSError):
         out_dir.parent.rmdir()  # the experiment's scratch folder, once its last trial is done
+
+
+def checkpoint_policy(every: int, period: float, clock: Callable[[], float] | None = None) -> Callable[[int], bool]:
+    """Whether epoch `e` gets a checkpoint: every `every`-th epoch (0 = never), and no sooner than
+    `period` seconds after the previous one (or the trial's start). A checkpoint is what a retry
+    resumes from, so the work a crash can lose is bounded by max(period, every epochs); for long
+    epochs (a GPU table run) that is every epoch, while a trial of seconds is not slowed by
+    packing and persisting a checkpoint it would redo faster than it saves it."""
+    import time
+    clock = clock or time.monotonic
+    last = [clock()]
+
+    def due(epoch: int) -> bool:
+        if every <= 0 or epoch % every or clock() - last[0] < period:
+            return False
+        last[0] = clock()
+        return True
+    return due
 
 
 def usable_resume(last: Path, origin: str) -> Path | None:

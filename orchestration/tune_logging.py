@@ -9,9 +9,12 @@ driver (a trial Tune finished but MLflow never heard of).
 
 from __future__ import annotations
 
+import queue
+import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune import Callback
 
@@ -50,18 +53,30 @@ def final_to_log(metrics: dict[str, Any], role: str) -> dict[str, float]:
 
 
 class MlflowCallback(Callback):
-    """Picklable (Tune stores callbacks with the experiment): the store reconnects lazily."""
+    """Picklable (Tune stores callbacks with the experiment): the store reconnects lazily.
+
+    Writes go through one background thread, in the order Tune called the hooks: Tune's event
+    loop only queues them, so a trial's completion (artifacts, figures: most of a second) no longer
+    holds back the start of the next trial. `drain()` waits for the queue (the runner calls it after
+    every fit, before it reads the store) and raises the first write that failed. A driver killed
+    outright loses what was still queued; `_reconcile` restores finished trials from Tune's results.
+    """
 
     def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str, rerun: bool = False,
-                 store: TrackingStore | None = None) -> None:
+                 store: TrackingStore | None = None, background: bool = True) -> None:
         """`store`: an open store to write through (the driver's own, when it reconciles); else one is
-        opened on first use (a callback travels to where Tune runs it without one)."""
+        opened on first use (a callback travels to where Tune runs it without one). `background`:
+        False writes in the calling thread."""
         self.uri, self.experiment = uri, experiment
         self.parent_id, self.sweep_name, self.rerun = parent_id, sweep_name, rerun
+        self.background = background
         self.runs: dict[str, str] = {}   # trial id -> run id
         self.frozen: set[str] = set()    # trials whose run is already finished (a restored, done trial)
         self.logged: dict[str, int] = {}  # run id -> last step in its history (a step is logged once)
         self._store = store
+        self._queue: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def store(self) -> TrackingStore:
@@ -70,8 +85,58 @@ class MlflowCallback(Callback):
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "runs": {}, "frozen": set(), "logged": {}}
+        return {**self.__dict__, "_store": None, "runs": {}, "frozen": set(), "logged": {},
+                "_queue": None, "_writer": None, "_error": None}
 
+    # -- the writer ------------------------------------------------------------------------------
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        if not self.background:
+            fn(*args)
+            return
+        if self._writer is None or not self._writer.is_alive():
+            self._queue = self._queue or queue.Queue()
+            self._writer = threading.Thread(target=self._write, name="atf-mlflow-writer", daemon=True)
+            self._writer.start()
+        self._queue.put((fn, args))
+
+    def _write(self) -> None:
+        assert self._queue is not None
+        while True:
+            fn, args = self._queue.get()
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - kept for drain(); the next writes still go out
+                self._error = self._error or e
+                print(f"atf-sweep: MLflow write failed ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+            finally:
+                self._queue.task_done()
+
+    def drain(self, raise_error: bool = True) -> None:
+        """Wait until every queued write is done; raise the first one that failed."""
+        if self._queue is not None:
+            self._queue.join()
+        if raise_error and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- Tune's hooks (queue only) ---------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self.run_for, trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._submit(self._result, trial.trial_id, trial.config, dict(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._complete, trial.trial_id, trial.config, dict(trial.last_result or {}),
+                     trial.checkpoint)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = ""
+        if getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
+            error = Path(trial.error_file).read_text()
+        self._submit(self._error_run, trial.trial_id, trial.config, error)
+
+    # -- the writes ------------------------------------------------------------------------------
     def run_for(self, trial_id: str, config: dict[str, Any]) -> str:
         if trial_id not in self.runs:
             payload, sampled = config["cell"], config.get("search")
@@ -89,12 +154,9 @@ class MlflowCallback(Callback):
                 role=payload["role"], trial_id=trial_id, cfg=cfg, name=name)
         return self.runs[trial_id]
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_for(trial.trial_id, trial.config)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run_id = self.run_for(trial.trial_id, trial.config)
-        if result.get(FINAL) == 1.0 or result.get(FAILED) == 1.0 or trial.trial_id in self.frozen:
+    def _result(self, trial_id: str, config: dict[str, Any], result: dict) -> None:
+        run_id = self.run_for(trial_id, config)
+        if result.get(FINAL) == 1.0 or result.get(FAILED) == 1.0 or trial_id in self.frozen:
             return
         step = int(result.get(STEP, result.get("training_iteration", 0)))
         if run_id not in self.logged:  # a continued run (retry, resume, rerun) already has steps
@@ -108,24 +170,19 @@ class MlflowCallback(Callback):
         self.store.log_metrics(run_id, metrics, step=step)
         self.logged[run_id] = step
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
+    def _complete(self, trial_id: str, config: dict[str, Any], last: dict, checkpoint: Any) -> None:
         if last.get(FAILED) == 1.0:  # a data/config error: failed once, not retried (trainable.py)
-            self.store.fail(self.run_for(trial.trial_id, trial.config), str(last.get(ERROR, "failed")),
+            self.store.fail(self.run_for(trial_id, config), str(last.get(ERROR, "failed")),
                             keys.FAILURE_DETERMINISTIC)
             return
-        if last.get(FINAL) != 1.0 and trial.trial_id not in self.frozen:  # stopped (its search stopped early)
-            self.store.fail(self.run_for(trial.trial_id, trial.config),
+        if last.get(FINAL) != 1.0 and trial_id not in self.frozen:  # stopped (its search stopped early)
+            self.store.fail(self.run_for(trial_id, config),
                             "stopped before it finished: the search was stopped", keys.FAILURE_STOPPED)
             return
-        record_result(self.store, self.run_for(trial.trial_id, trial.config), trial.last_result or {},
-                      trial.checkpoint, trial.config["cell"]["role"])
+        record_result(self.store, self.run_for(trial_id, config), last, checkpoint, config["cell"]["role"])
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = ""
-        if getattr(trial, "error_file", None) and Path(trial.error_file).is_file():
-            error = Path(trial.error_file).read_text()
-        self.store.fail(self.run_for(trial.trial_id, trial.config), error or "trial failed", keys.FAILURE_CRASH)
+    def _error_run(self, trial_id: str, config: dict[str, Any], error: str) -> None:
+        self.store.fail(self.run_for(trial_id, config), error or "trial failed", keys.FAILURE_CRASH)
 
 
 def run_name(payload: dict[str, Any], store: TrackingStore, trial_id: str | None) -> str:

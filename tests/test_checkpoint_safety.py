@@ -107,3 +107,21 @@ def test_train_resumes_past_a_damaged_last_checkpoint(synth_root, tmp_path):
     assert any("resumed from" in n and "last.prev.pt" in n for n in again.notes)
     k = next(k for k in full.metrics if k.startswith("test/"))
     assert again.metrics[k] == pytest.approx(full.metrics[k])  # epoch 2 retrained from epoch 1: same result
+
+
+def test_checkpoint_policy_bounds_lost_work_not_epochs():
+    """Every N-th epoch, and no sooner than `period` seconds after the last checkpoint: a trial of
+    seconds gets none (a retry redoes it faster than checkpoints cost), a long-epoch one every epoch."""
+    from orchestration.trainable import checkpoint_policy
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    due = checkpoint_policy(1, 60.0, clock)
+    picked = []
+    for epoch in range(1, 11):
+        now[0] += 25.0           # 25 s epochs: one checkpoint per 60 s at most
+        picked.append(epoch) if due(epoch) else None
+    assert picked == [3, 6, 9]
+    due = checkpoint_policy(2, 0.0, clock)
+    assert [e for e in range(1, 7) if due(e)] == [2, 4, 6]
+    due = checkpoint_policy(0, 0.0, clock)
+    assert not any(due(e) for e in range(1, 5))

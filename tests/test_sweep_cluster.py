@@ -204,7 +204,8 @@ def test_trials_spread_over_two_nodes_with_shared_storage(tmp_path, synth_root, 
         assert sorted(labels.values()) == ["node_head", "node_second"]
         sweep = load_sweep(cells_file(tmp_path, synth_root, "{cpu: 1}", 4))
         shared = tmp_path / "shared"
-        summary = run_sweep(sweep, SweepOptions(storage=str(shared), progress=False, trainer=PROBE_TRAINER))
+        summary = run_sweep(sweep, SweepOptions(storage=str(shared), progress=False, trainer=PROBE_TRAINER,
+                                                checkpoint_period=0))
     finally:
         ray.shutdown()
         cluster.shutdown()

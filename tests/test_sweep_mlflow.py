@@ -88,3 +88,41 @@ def test_both_nme_protocols_reach_mlflow_but_never_from_a_search_sample():
     final = {bench: 4.5, ocn: 4.1, "val/nme": 5.0, "train/loss": 0.3}
     assert final_to_log(final, keys.ROLE_CELL) == {bench: 4.5, ocn: 4.1, "val/nme": 5.0}
     assert final_to_log(final, keys.ROLE_SEARCH) == {"val/nme": 5.0}
+
+
+def test_callback_writes_in_order_off_the_event_loop_and_drain_reports_failures(tmp_path):
+    """The MLflow callback's writes run on its writer thread in the order they were queued; drain()
+    waits for them and raises the first that failed (later writes still go out); a callback with
+    queued work still pickles (Tune saves callbacks with the experiment)."""
+    import pickle
+    import threading
+
+    import pytest
+
+    from orchestration.tune_logging import MlflowCallback
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = TrackingStore(uri, "atf")
+    parent = store.parent("s", "x.yaml")
+    cb = MlflowCallback(uri, "atf", parent, "s", store=store)
+    seen: list[tuple[int, str]] = []
+    gate = threading.Event()
+    cb._submit(lambda: gate.wait(10))            # the writer is busy: the next calls only queue
+    for i in range(5):
+        cb._submit(lambda i=i: seen.append((i, threading.current_thread().name)))
+    assert seen == []                            # nothing ran on the caller's thread
+    assert pickle.loads(pickle.dumps(cb)).runs == {}
+    gate.set()
+    cb.drain()
+    assert [i for i, _ in seen] == list(range(5)) and {n for _, n in seen} == {"atf-mlflow-writer"}
+
+    def broken() -> None:
+        raise RuntimeError("store went away")
+    cb._submit(broken)
+    cb._submit(lambda: seen.append((5, "after")))
+    with pytest.raises(RuntimeError, match="store went away"):
+        cb.drain()
+    assert seen[-1] == (5, "after")
+    cb.drain()                                   # the error was reported once
+    sync = MlflowCallback(uri, "atf", parent, "s", store=store, background=False)
+    sync._submit(lambda: seen.append((6, threading.current_thread().name)))
+    assert seen[-1] == (6, threading.current_thread().name)

@@ -23,7 +23,8 @@ def cell_runs(db: Path) -> list:
 
 
 def sweep_cmd(path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "orchestration.cli", str(path), "--num-cpus", "2", *extra]
+    return [sys.executable, "-m", "orchestration.cli", str(path), "--num-cpus", "2", "--checkpoint-period", "0",
+            *extra]
 
 
 def test_killed_driver_then_resume(tmp_path, synth_root):

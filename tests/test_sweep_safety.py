@@ -46,7 +46,8 @@ def sweep_file(folder: Path, name: str, root: Path, exps: list[str], epochs: int
 
 
 def cmd(path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "orchestration.cli", str(path), "--num-cpus", "1", "--quiet", *extra]
+    return [sys.executable, "-m", "orchestration.cli", str(path), "--num-cpus", "1", "--quiet",
+            "--checkpoint-period", "0", *extra]
 
 
 def all_runs(db: Path, experiment: str = "atf") -> list:

@@ -45,7 +45,8 @@ def local_ray():
 def _run(tmp: Path, sweep_path: Path, faults: str) -> tuple[dict, dict]:
     db = tmp / "mlflow.db"
     summary = run_sweep(load_sweep(sweep_path), SweepOptions(mlflow_uri=f"sqlite:///{db}", storage=str(tmp / "tune"),
-                                                             progress=False, faults=faults, max_concurrent=2))
+                                                             progress=False, faults=faults, max_concurrent=2,
+                                                             checkpoint_period=0))
     assert summary.ok, summary.line()
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("atf")
