@@ -1,11 +1,12 @@
 """Run a sweep: skip finished cells, launch the rest through Ray Tune, log to MLflow.
 
 Order of work: (1) cells MLflow already has finished are reused (their tables
-tag gains this sweep's tables) unless --rerun; (2) plain cells run as one
-Tuner over a grid of cell payloads; (3) each tuned cell runs its own Tuner
-with OptunaSearch, then the sample with the lowest validation NME is
-recorded as the cell's reported run; (4) whatever Tune finished but MLflow
-missed (a killed driver) is reconciled from the result grid.
+tag gains this sweep's tables) unless --rerun; (2) the rest run as one Tune
+experiment (orchestration.search.CellSearch): each plain cell once, and each
+tuned cell's Optuna samples, so one set of workers serves the whole launch;
+(3) each tuned cell's sample with the lowest validation NME is recorded as the
+cell's reported run; (4) whatever Tune finished but MLflow missed (a killed
+driver) is reconciled from the result grid.
 
 A launch record (`<storage>/<sweep>-<key>-<stamp>-<pid>-<rand>.launch.json`, one
 per launch, so two drivers of one sweep never share one) names the Tune
@@ -196,7 +197,7 @@ class _Launch:
                   f"{folder}): starting a new launch")
         token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
         return cls(folder / f"{prefix}-{token}.launch.json",
-                   {"stamp": token, "grid": f"{prefix}-{token}", "search": {}, "parent_run_id": None,
+                   {"stamp": token, "grid": f"{prefix}-{token}", "parent_run_id": None,
                     "resumed": False})
 
     def save(self) -> None:
@@ -586,17 +587,36 @@ def _kill_runs(store: TrackingStore, callbacks: list[Any]) -> None:
 
 
 def _train_cells(drive: _Drive, todo: list[Cell], round_no: int) -> None:
-    """Train `todo` (cells this driver claimed) through Ray Tune; MLflow is written by callbacks.
-    Plain cells run as one grid; each tuned cell runs its own search."""
+    """Train `todo` (cells this driver claimed) through one Ray Tune experiment: the plain cells
+    and every tuned cell's Optuna samples (orchestration.search.CellSearch), so the launch's
+    workers serve them all. MLflow is written by callbacks; each tuned cell's best sample then
+    becomes its reported run."""
     from ray import tune
+
+    from orchestration.search import CellSearch, CellStopper
     drive.res = _resources(drive.sweep, drive.opts)
     trainable = tune.with_resources(cell_trainable, drive.res.as_tune())
-    base = drive.launch.data["grid"] + (f"-r{round_no}" if round_no else "")
-    plain = [c for c in todo if c.search is None]
-    if plain:
-        _train_grid(drive, trainable, plain, base)
-    for c in (c for c in todo if c.search is not None):
-        _train_search(drive, trainable, c)
+    name = drive.launch.data["grid"] + (f"-r{round_no}" if round_no else "")
+    tuned = [c for c in todo if c.search is not None]
+    # a tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
+    cell_runs = {c.cell_id: drive.store.open_run(
+        parent_id=drive.parent, sweep_name=drive.sweep.name, tags=c.tags, role=keys.ROLE_CELL, trial_id="",
+        cfg=c.config, name=c.label, params=False) for c in tuned}
+    plain = [_cell_payload(drive, c, keys.ROLE_CELL) for c in todo if c.search is None]
+    searches = [({**_cell_payload(drive, c, keys.ROLE_SEARCH), "parent_run": cell_runs[c.cell_id]}, c.search)
+                for c in tuned]
+
+    def build(name: str) -> Any:
+        plan = CellSearch(plain, searches)
+        return tune.Tuner(trainable, param_space={},
+                          tune_config=_tune_config(drive, search_alg=plan, num_samples=plan.total),
+                          run_config=_run_config(drive, name, drive.sweep.name, plan.total, drive.parent,
+                                                 CellStopper(plan)))
+    results = _fit(drive, trainable, name, build, [c.cell_id for c in todo])
+    _reconcile(drive.store, results, drive.parent, drive.sweep.name)
+    for c in tuned:
+        _settle_search(drive, c, cell_runs[c.cell_id],
+                       [r for r in results if r.config.get("cell", {}).get("cell_id") == c.cell_id])
 
 
 def _cell_payload(drive: _Drive, c: Cell, role: str) -> dict[str, Any]:
@@ -673,45 +693,19 @@ def _drain(callbacks: list[Any], raise_error: bool = True) -> None:
         cb.drain(raise_error)
 
 
-def _train_grid(drive: _Drive, trainable: Any, plain: list[Cell], base: str) -> None:
-    """Plain cells: one Tuner over a grid of their payloads."""
-    from ray import tune
-    payloads = [_cell_payload(drive, c, keys.ROLE_CELL) for c in plain]
-    label = f"{drive.sweep.name} cells"
-    grid = _fit(drive, trainable, base, lambda name: tune.Tuner(
-        trainable, param_space={"cell": tune.grid_search(payloads)}, tune_config=_tune_config(drive),
-        run_config=_run_config(drive, name, label, len(plain), drive.parent)), [c.cell_id for c in plain])
-    _reconcile(drive.store, grid, drive.parent, drive.sweep.name)
-
-
-def _train_search(drive: _Drive, trainable: Any, c: Cell) -> None:
-    """A tuned cell: its own Tuner with OptunaSearch; the best sample becomes the cell's run."""
-    from ray import tune
-
-    from orchestration.search import SameFailureStop, choose, search_space, searcher
-    store, launch = drive.store, drive.launch
-    name = launch.data["search"].setdefault(c.cell_id, f"{launch.data['grid']}-search-{c.cell_id}")
-    launch.save()
-    # the tuned cell's run first, so its Optuna samples nest under it (params: the chosen config, later)
-    cell_run = store.open_run(parent_id=drive.parent, sweep_name=drive.sweep.name, tags=c.tags,
-                              role=keys.ROLE_CELL, trial_id="", cfg=c.config, name=c.label, params=False)
-    stopper = SameFailureStop(c.search.num_samples)
-    p = _cell_payload(drive, c, keys.ROLE_SEARCH)
-    label = f"{drive.sweep.name} search {c.cell_id}"
-    results = _fit(drive, trainable, name, lambda name: tune.Tuner(
-        trainable, param_space={"cell": p, "search": search_space(c.search)},
-        tune_config=_tune_config(drive, search_alg=searcher(c.search), num_samples=c.search.num_samples,
-                                 metric=keys.VAL_NME, mode="min"),
-        run_config=_run_config(drive, name, label, c.search.num_samples, cell_run, stopper)), [c.cell_id])
-    _reconcile(store, results, cell_run, drive.sweep.name)
-    if stopper.stop_all():
+def _settle_search(drive: _Drive, c: Cell, cell_run: str, results: list[Any]) -> None:
+    """After the fit: the tuned cell's best sample becomes its run, or the run fails with why."""
+    from orchestration.search import choose, outcomes
+    store = drive.store
+    stop = outcomes(results, c.search.num_samples)
+    if stop.stop_all():
         store.stop_unfinished(c.cell_id, keys.ROLE_SEARCH, "stopped before it finished: the search "
-                              "was stopped (its first samples failed alike)", stopper.errors)
-    best = choose(list(results))
+                              "was stopped (its first samples failed alike)", stop.errors)
+    best = choose(results)
     if best is not None:
         _promote(store, c, best, drive.parent, drive.sweep.name, drive.opts.rerun)
     elif store.status(cell_run) != "finished":
-        store.fail(cell_run, stopper.reason(list(results)), stopper.kind(list(results)))
+        store.fail(cell_run, stop.reason(results), stop.kind(results))
 
 
 def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str) -> None:
@@ -726,7 +720,7 @@ def _reconcile(store: TrackingStore, results: Any, parent: str, sweep_name: str)
         run = store.trial_run(p["cell_id"], p["role"], m["trial_id"])
         if run is not None and run.data.tags.get(keys.TAG_STATUS) == "finished":
             continue
-        run_id = run.info.run_id if run is not None else log.run_for(m["trial_id"], r.config)
+        run_id = run.info.run_id if run is not None else log.run_for(m["trial_id"], r.config)  # parent: payload
         record_result(store, run_id, m, r.checkpoint, p["role"])
 
 

@@ -149,8 +149,9 @@ class MlflowCallback(Callback):
                 return done.info.run_id
             cfg = build_config(payload, sampled)
             name = run_name(payload, self.store, trial_id if sampled else None)
-            self.runs[trial_id] = self.store.open_run(
-                parent_id=self.parent_id, sweep_name=self.sweep_name, tags=trial_tags(payload, sampled),
+            self.runs[trial_id] = self.store.open_run(  # a search sample nests under its tuned cell's run
+                parent_id=payload.get("parent_run") or self.parent_id, sweep_name=self.sweep_name,
+                tags=trial_tags(payload, sampled),
                 role=payload["role"], trial_id=trial_id, cfg=cfg, name=name)
         return self.runs[trial_id]
 

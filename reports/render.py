@@ -19,10 +19,11 @@ from .layouts import METRIC_LABEL, TAG_BY_SHORT, Row, Section
 from .sweeps import SweepIndex
 
 __all__ = ["MissingGroup", "missing_groups", "data_statement", "render_markdown", "render_latex",
-           "render_report_tex", "render_index", "run_url", "table_title", "LEGEND", "DASH",
+           "render_report_tex", "render_index", "run_url", "table_title", "LEGEND", "DASH", "NA",
            "PAPER_LABEL", "DELTA_LABEL", "OCN_LABEL", "protocol_statement"]
 
 DASH = "–"
+NA = "n/a"   # the OCN-protocol row of a cell whose runs were not evaluated in that protocol (HRNet)
 PAPER_LABEL = "paper"
 OCN_LABEL = "ours, OCN protocol"   # our value in the public OCN code's NME protocol (eval.protocol)
 DELTA_LABEL = "Δ vs baseline (%)"
@@ -33,7 +34,8 @@ LEGEND = ("Rows: each method's **our** value first (mean ± std over seeds when 
           "|Δmean| > √(sd₁²+sd₂²), ~ it does not, no mark: a single seed), then "
           f"*{PAPER_LABEL}*: the value the paper publishes. *(published)* rows are other methods as "
           "the paper reports them. Bold: best of ours in the column. "
-          f"{DASH}: no finished run yet. NME and FR in %, two decimals; AUC four; paper values as printed.")
+          f"{DASH}: no finished run yet; {NA}: not evaluated in that protocol (the OCN protocol is the "
+          "OCN runs'). NME and FR in %, two decimals; AUC four; paper values as printed.")
 SHORT_BY_TAG = {tag: short for short, tag in TAG_BY_SHORT.items()}
 _SUB = re.compile(r"_\{([^}]*)\}")
 # how the paper's names are written in the rendered tables (labels come from tables.yaml as printed)
@@ -220,7 +222,9 @@ def _md_cell(line: _Line, cell: CellResult, digits: int, ui_url: str | None,
         return f"{number}{mark}" if number else DASH
     if line.kind == "ocn":
         stat = cell.ours_ocn
-        return DASH if stat is None else f"{stat.mean:.{digits}f}" + (
+        if stat is None:
+            return DASH if cell.ours is None else NA
+        return f"{stat.mean:.{digits}f}" + (
             f" ± {stat.std:.{digits}f}" if stat.std is not None else "")
     if cell.ours is None:
         return DASH
@@ -357,7 +361,7 @@ def render_latex(result: TableResult) -> str:
         for ci, cell in enumerate(line.cells):
             number, after = _tex_number(line, cell, OUR_DIGITS[cell.metric])
             if not number:
-                cells.append("{--}")
+                cells.append("{n/a}" if line.kind == "ocn" and cell.ours is not None else "{--}")
                 continue
             per_col[ci].append((number, after))
             bold = r"\bfseries " if line.kind == "ours" and cell.best else ""

@@ -63,7 +63,7 @@ experiments:
     summary = run_sweep(sweep, SweepOptions())
     assert summary.ok and summary.finished == 3, summary.line()
     out = capsys.readouterr().out
-    assert "2/2 done  0 running  0 failed  best val/nme" in out  # the live progress line
+    assert "4/4 done  0 running  0 failed  best val/nme" in out  # one progress line: 2 cells + 2 samples
     db = tmp_path / "mlflow.db"  # the default store: sqlite:///<cwd>/mlflow.db
     client = MlflowClient(f"sqlite:///{db}")
     cells = {r.data.tags[keys.TAG_CELL]: r for r in runs(db, keys.ROLE_CELL)}
