@@ -33,7 +33,7 @@ from atf import keys
 from atf.config import RunConfig, to_dict
 
 __all__ = ["TrackingStore", "flat_params", "with_retry", "TAG_ERROR", "TAG_CHOSEN_FROM",
-           "runs_url", "ui_command", "ced_figure", "join"]
+           "runs_url", "ui_command", "ced_figure", "preload_figures", "join"]
 
 TAG_ERROR = keys.TAG_ERROR           # last error of a failed trial (one line)
 TAG_CHOSEN_FROM = keys.TAG_CHOSEN_FROM  # tuned cell: run id of the search sample it reports
@@ -61,6 +61,14 @@ def ui_command(uri: str, port: int = _UI_PORT) -> str | None:
     if uri.startswith(("http://", "https://")):
         return None
     return f"mlflow ui --backend-store-uri {uri} --port {port}"
+
+
+def preload_figures() -> None:
+    """Import pyplot (Agg) now: a driver calls this in a thread while Ray starts, so the import
+    (0.3 s) does not land on the first finished trial, when every CPU is training."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def ced_figure(curves: dict[str, Path], title: str) -> Any:

@@ -48,7 +48,7 @@ from typing import Any
 from atf import keys
 from atf.cli.common import default_mlflow_uri
 from orchestration.claims import ClaimBook
-from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, join, with_retry
+from orchestration.mlflow_log import TAG_CHOSEN_FROM, TrackingStore, join, preload_figures, with_retry
 from orchestration.sweepfile import Cell, Resources, Sweep, resolve_paths
 from orchestration.trainable import FINAL, build_config, cell_trainable, payload
 
@@ -442,6 +442,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
     if opts.address:
         _check_address(opts.address, opts.connect_timeout)
     fresh = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists() and bool(cells)
+    threading.Thread(target=preload_figures, name="atf-preload-figures", daemon=True).start()
     store, started = _open_store(uri, opts, fresh)
     launch = _Launch.open(local_dir, sweep, opts.resume)
     parent = _open_parent(store, sweep, launch, opts, started)

@@ -9,10 +9,12 @@ driver (a trial Tune finished but MLflow never heard of).
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,23 +59,28 @@ class MlflowCallback(Callback):
 
     Writes go through one background thread, in the order Tune called the hooks: Tune's event
     loop only queues them, so a trial's completion (artifacts, figures: most of a second) no longer
-    holds back the start of the next trial. `drain()` waits for the queue (the runner calls it after
+    holds back the start of the next trial. A run's epoch metrics go out in batches, at most every
+    `flush_every` seconds (and at its end), not one store round trip per epoch. `drain()` waits for the queue (the runner calls it after
     every fit, before it reads the store) and raises the first write that failed. A driver killed
     outright loses what was still queued; `_reconcile` restores finished trials from Tune's results.
     """
 
     def __init__(self, uri: str, experiment: str, parent_id: str, sweep_name: str, rerun: bool = False,
-                 store: TrackingStore | None = None, background: bool = True) -> None:
+                 store: TrackingStore | None = None, background: bool = True, flush_every: float = 5.0) -> None:
         """`store`: an open store to write through (the driver's own, when it reconciles); else one is
         opened on first use (a callback travels to where Tune runs it without one). `background`:
-        False writes in the calling thread."""
+        False writes in the calling thread. `flush_every`: seconds a run's epoch metrics may wait to
+        go out together (its first epoch, its end and `drain` flush at once)."""
         self.uri, self.experiment = uri, experiment
         self.parent_id, self.sweep_name, self.rerun = parent_id, sweep_name, rerun
         self.background = background
+        self.flush_every = flush_every
         self.runs: dict[str, str] = {}   # trial id -> run id
         self.frozen: set[str] = set()    # trials whose run is already finished (a restored, done trial)
         self.logged: dict[str, int] = {}  # run id -> last step in its history (a step is logged once)
         self._store = store
+        self._pending: dict[str, list[tuple[str, float, int, int]]] = {}  # run id -> (key, value, ms, step)
+        self._flushed: dict[str, float] = {}  # run id -> when its metrics last went out (monotonic)
         self._queue: queue.Queue | None = None
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -86,7 +93,7 @@ class MlflowCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None, "runs": {}, "frozen": set(), "logged": {},
-                "_queue": None, "_writer": None, "_error": None}
+                "_pending": {}, "_flushed": {}, "_queue": None, "_writer": None, "_error": None}
 
     # -- the writer ------------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
@@ -112,7 +119,9 @@ class MlflowCallback(Callback):
                 self._queue.task_done()
 
     def drain(self, raise_error: bool = True) -> None:
-        """Wait until every queued write is done; raise the first one that failed."""
+        """Wait until every queued write is done (waiting epoch metrics included); raise the first
+        one that failed."""
+        self._submit(self._flush)
         if self._queue is not None:
             self._queue.join()
         if raise_error and self._error is not None:
@@ -165,13 +174,26 @@ class MlflowCallback(Callback):
             self.logged[run_id] = max((m.step for m in hist), default=0)
         if step <= self.logged[run_id]:
             return  # re-trained from an older checkpoint (or from scratch): that step is in the history
-        metrics = {k: v for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and (k.startswith((keys.TRAIN_PREFIX, keys.VAL_PREFIX, keys.TIME_PREFIX)) or k in (keys.EPOCH, keys.STAGE))}
-        self.store.log_metrics(run_id, metrics, step=step)
+        now = int(time.time() * 1000)
+        self._pending.setdefault(run_id, []).extend(
+            (k, float(v), now, step) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (k.startswith((keys.TRAIN_PREFIX, keys.VAL_PREFIX, keys.TIME_PREFIX)) or k in (keys.EPOCH, keys.STAGE)))
         self.logged[run_id] = step
+        if time.monotonic() - self._flushed.get(run_id, -math.inf) >= self.flush_every:
+            self._flush(run_id)
+
+    def _flush(self, run_id: str | None = None) -> None:
+        """Send the epoch metrics waiting for `run_id` (every run's when None) in one batch."""
+        from mlflow.entities import Metric
+        for rid in [run_id] if run_id is not None else list(self._pending):
+            items = self._pending.pop(rid, [])
+            if items:
+                self.store.log_history(rid, [Metric(k, v, ts, step) for k, v, ts, step in items])
+            self._flushed[rid] = time.monotonic()
 
     def _complete(self, trial_id: str, config: dict[str, Any], last: dict, checkpoint: Any) -> None:
+        self._flush(self.run_for(trial_id, config))
         if last.get(FAILED) == 1.0:  # a data/config error: failed once, not retried (trainable.py)
             self.store.fail(self.run_for(trial_id, config), str(last.get(ERROR, "failed")),
                             keys.FAILURE_DETERMINISTIC)
@@ -183,6 +205,7 @@ class MlflowCallback(Callback):
         record_result(self.store, self.run_for(trial_id, config), last, checkpoint, config["cell"]["role"])
 
     def _error_run(self, trial_id: str, config: dict[str, Any], error: str) -> None:
+        self._flush(self.run_for(trial_id, config))
         self.store.fail(self.run_for(trial_id, config), error or "trial failed", keys.FAILURE_CRASH)
 
 

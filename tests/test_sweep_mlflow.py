@@ -126,3 +126,25 @@ def test_callback_writes_in_order_off_the_event_loop_and_drain_reports_failures(
     sync = MlflowCallback(uri, "atf", parent, "s", store=store, background=False)
     sync._submit(lambda: seen.append((6, threading.current_thread().name)))
     assert seen[-1] == (6, threading.current_thread().name)
+
+
+def test_epoch_metrics_go_out_in_batches_and_drain_flushes_them(tmp_path):
+    """A run's first epoch is logged at once, later ones wait (flush_every) and go out together; the
+    end of the run (or drain) sends what waits, each epoch under its own step, each step once."""
+    from orchestration.tune_logging import MlflowCallback
+    from orchestration.trainable import STEP
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = TrackingStore(uri, "atf")
+    parent = store.parent("s", "x.yaml")
+    run = store.open_run(parent_id=parent, sweep_name="s", tags={keys.TAG_CELL: "c1", keys.TAG_TABLES: "I"},
+                         role=keys.ROLE_CELL, trial_id="t1", cfg=RunConfig(), name="c1")
+    cb = MlflowCallback(uri, "atf", parent, "s", store=store, flush_every=3600)
+    cb.runs["t1"] = run
+    history = lambda: [m.step for m in store.client.get_metric_history(run, keys.TRAIN_LOSS)]  # noqa: E731
+    for step in (1, 2, 3, 3):     # the repeated 3: a retried trial reporting an epoch again
+        cb._submit(cb._result, "t1", {}, {keys.TRAIN_LOSS: 1.0 / step, STEP: float(step)})
+    cb._queue.join()
+    assert history() == [1]                       # the first epoch at once, the rest waiting
+    cb.drain()
+    assert history() == [1, 2, 3]
+    assert [m.value for m in store.client.get_metric_history(run, keys.TRAIN_LOSS)] == [1.0, 0.5, 1 / 3]
