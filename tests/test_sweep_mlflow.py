@@ -131,8 +131,8 @@ def test_callback_writes_in_order_off_the_event_loop_and_drain_reports_failures(
 def test_epoch_metrics_go_out_in_batches_and_drain_flushes_them(tmp_path):
     """A run's first epoch is logged at once, later ones wait (flush_every) and go out together; the
     end of the run (or drain) sends what waits, each epoch under its own step, each step once."""
-    from orchestration.tune_logging import MlflowCallback
     from orchestration.trainable import STEP
+    from orchestration.tune_logging import MlflowCallback
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = TrackingStore(uri, "atf")
     parent = store.parent("s", "x.yaml")
