@@ -667,7 +667,10 @@ def _fit(drive: _Drive, trainable: Any, name: str, build: Any, cells: list[str])
     recorded = set(drive.launch.data.get("cells", {}).get(name, cells))
     ours = {cid for cid, r in drive.store.finished_cells(recorded - set(cells)).items()
             if r.data.tags.get("mlflow.parentRunId") == drive.parent}
-    restorable = drive.opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
+    # ... and it must hold every cell to train now (a launch recorded by an older atf ran its tuned
+    # cells in experiments of their own: restoring only its grid would leave them untrained)
+    restorable = (drive.opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
+                  and set(cells) <= recorded)
     if restorable:
         print(f"[{drive.sweep.name}] resuming Tune experiment {name}")
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
