@@ -69,23 +69,23 @@ def choose(results: list[Any]) -> Any | None:
     return best
 
 
-class SameFailureStop(Stopper):
-    """Stops the whole search once its first `first` finished samples all failed deterministically
-    with the same kind of error: the next samples would fail alike."""
+class SameFailureStop:
+    """A search's outcomes, sample by sample: `stop_all()` once its first `first` finished samples
+    all failed deterministically with the same kind of error (the next would fail alike). Fed by
+    `CellSearch` while the search runs, and replayed from the results afterwards (`outcomes`)."""
 
     def __init__(self, num_samples: int, first: int = 2) -> None:
         self.first = max(1, min(first, num_samples))
         self.outcomes: dict[str, str | None] = {}   # trial id -> error kind, None when it finished
         self.errors: dict[str, str] = {}            # trial id -> its one-line error
 
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id not in self.outcomes:
             if result.get(FAILED) == 1.0:
                 self.outcomes[trial_id] = str(result.get(ERROR_KIND, "error"))
                 self.errors[trial_id] = str(result.get(ERROR, "failed"))
             elif result.get(FINAL) == 1.0:
                 self.outcomes[trial_id] = None
-        return False
 
     def stop_all(self) -> bool:
         head = list(self.outcomes.values())[:self.first]

@@ -207,6 +207,12 @@ def _lines(result: TableResult) -> list[_Line]:
     return out
 
 
+def _no_value(line: _Line, cell: CellResult) -> str:
+    """What an empty cell says: n/a on the OCN-protocol row of a cell whose runs were evaluated in
+    the benchmark protocol only (HRNet), else the dash (no finished run yet)."""
+    return NA if line.kind == "ocn" and cell.ours is not None else DASH
+
+
 # -- Markdown ---------------------------------------------------------------------------------------
 
 def _md_label(text: str) -> str:
@@ -223,7 +229,7 @@ def _md_cell(line: _Line, cell: CellResult, digits: int, ui_url: str | None,
     if line.kind == "ocn":
         stat = cell.ours_ocn
         if stat is None:
-            return DASH if cell.ours is None else NA
+            return _no_value(line, cell)
         return f"{stat.mean:.{digits}f}" + (
             f" ± {stat.std:.{digits}f}" if stat.std is not None else "")
     if cell.ours is None:
@@ -283,6 +289,7 @@ WIDE_COLUMNS = 5          # tables with this many data columns span both columns
 TALL_LINES = 40           # and tables with this many lines are set in \footnotesize
 
 
+_TEX_PLAIN_MAP = {DASH: "--", NA: "n/a"}  # an empty S-column cell, as text
 _TEX_PLAIN = (("~", r"\textasciitilde{}"), ("Δ", r"$\Delta$"), ("±", r"$\pm$"), (DASH, "--"),
               ("𝓛", r"$\mathcal{L}$"))
 
@@ -361,7 +368,7 @@ def render_latex(result: TableResult) -> str:
         for ci, cell in enumerate(line.cells):
             number, after = _tex_number(line, cell, OUR_DIGITS[cell.metric])
             if not number:
-                cells.append("{n/a}" if line.kind == "ocn" and cell.ours is not None else "{--}")
+                cells.append("{" + _TEX_PLAIN_MAP.get(_no_value(line, cell), "--") + "}")
                 continue
             per_col[ci].append((number, after))
             bold = r"\bfseries " if line.kind == "ours" and cell.best else ""
