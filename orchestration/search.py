@@ -52,6 +52,8 @@ def search_space(search: Search) -> dict[str, Any]:
 def searcher(search: Search) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
+    # the sweep prints its own progress; Optuna's "A new study created in memory" per search is noise
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=search.seed) if search.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=search.seed))
     return OptunaSearch(metric=keys.VAL_NME, mode="min", sampler=sampler)

@@ -67,3 +67,21 @@ def test_state_survives_save_and_restore_in_place(tmp_path):
     assert stopper.plan is q and q.plain == [] and q.tuned["a"].issued == 1
     assert [s["cell"]["cell_id"] for _, s in drain(q, start=10)] == ["b", "a", "b", "a"]
     assert q.tuned["a"].optuna._completed_trials == {"t2"}   # Optuna's study came back too
+
+
+
+def test_searches_start_without_optunas_info_line():
+    """The sweep prints its own progress: one 'A new study created in memory' per tuned cell is noise."""
+    import logging
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # as a fresh process has it
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        drain(plan())
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert not [m for m in seen if "new study created" in m]
