@@ -113,13 +113,43 @@ def pack_checkpoint(out_dir: Path, last: Path, dest: Path) -> None:
     (dest / _PACKED).write_text(json.dumps({"files": rel, "last": rel[0]}))
 
 
-def unpack_checkpoint(src: Path, out_dir: Path) -> Path:
-    """Put a packed checkpoint back under out_dir; returns the last.pt to resume from."""
-    info = json.loads((src / _PACKED).read_text())
-    for r in info["files"]:
-        (out_dir / r).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / r, out_dir / r)
-    return out_dir / info["last"]
+def unpack_checkpoint(src: Path, out_dir: Path, origin: str = "") -> Path | None:
+    """Put a packed checkpoint back under a clean out_dir; returns the last.pt to resume from.
+
+    None (the cell restarts from epoch 1; the trial's log says why) when the checkpoint cannot be
+    trusted whole: its file list unreadable or naming a path outside out_dir (a crafted file on
+    shared storage), or last.pt or best.pt missing. The last happens when a driver or node is
+    killed while Tune replaces a checkpoint (num_to_keep=1 deletes the old one file by file) and
+    the saved experiment state still names the old one. A missing last.prev.pt is only a lost
+    fallback. out_dir is emptied first: what a crashed attempt left there is stale.
+    """
+    import sys
+
+    from atf.checkpoint import previous_path
+    shown = origin or str(src)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        info = json.loads((src / _PACKED).read_text())
+        files, last = [str(r) for r in info["files"]], str(info["last"])
+        if last not in files:
+            raise ValueError(f"its last checkpoint {last} is not among its files")
+        if outside := [r for r in files if Path(r).is_absolute() or ".." in Path(r).parts]:
+            raise ValueError(f"a file outside the trial's folder: {outside[0]}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"atf: checkpoint {shown}: unusable file list {_PACKED} ({e}): the cell restarts from epoch 1",
+              file=sys.stderr, flush=True)
+        return None
+    missing = [r for r in files if not (src / r).is_file()]
+    needed = [r for r in missing if r != str(previous_path(Path(last)))]
+    if needed:
+        print(f"atf: checkpoint {shown} is incomplete (missing {', '.join(needed)}; killed while Tune wrote or "
+              "replaced it?): the cell restarts from epoch 1", file=sys.stderr, flush=True)
+        return None
+    for r in files:
+        if r not in missing:
+            (out_dir / r).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / r, out_dir / r)
+    return out_dir / last
 
 
 def write_bundle(result: Any, out_dir: Path, dest: Path) -> None:
@@ -201,7 +231,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if (Path(d) / _PACKED).is_file():
-                resume = usable_resume(unpack_checkpoint(Path(d), out_dir), checkpoint.path)
+                last = unpack_checkpoint(Path(d), out_dir, origin=checkpoint.path)
+                resume = usable_resume(last, checkpoint.path) if last else None
             elif (Path(d) / "result.json").is_file():  # restored after it had finished: report, do not retrain
                 done = json.loads((Path(d) / "result.json").read_text())
                 tune.report({**done["metrics"], FINAL: 1.0}, checkpoint=checkpoint)

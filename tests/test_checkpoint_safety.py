@@ -94,6 +94,54 @@ def test_sweep_trial_restarts_when_no_checkpoint_loads(tmp_path, capsys):
     assert "/storage/exp/trial/checkpoint_000001" in err and "restarts from epoch 1" in err
 
 
+
+def _packed(tmp_path: Path) -> Path:
+    """A sweep checkpoint as Tune stores it: last.pt, last.prev.pt and best.pt, packed."""
+    from orchestration.trainable import pack_checkpoint
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    save_checkpoint(_state(1), last, keep_previous=True)
+    save_checkpoint(_state(2), last, keep_previous=True)
+    save_checkpoint(_state(2), last.parent / "best.pt")
+    dest = tmp_path / "storage" / "checkpoint_000002"
+    dest.mkdir(parents=True)
+    pack_checkpoint(run, last, dest)
+    return dest
+
+
+def test_torn_sweep_checkpoint_restarts_the_cell_instead_of_crashing_every_retry(tmp_path, capsys):
+    """Found by the resume test: the driver was killed while Tune deleted the replaced checkpoint
+    file by file (num_to_keep=1), and the saved experiment state still named it."""
+    import json
+
+    from orchestration.trainable import unpack_checkpoint
+    src = _packed(tmp_path)
+    out = tmp_path / "scratch"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "stale.pt").write_bytes(b"left by a crashed attempt")
+    assert unpack_checkpoint(src, out) == out / "checkpoints" / "last.pt"
+    assert sorted(f.name for f in (out / "checkpoints").iterdir()) == ["best.pt", "last.prev.pt", "last.pt"]
+
+    previous_path(src / "checkpoints" / "last.pt").unlink()  # only a fallback lost: resume as before
+    assert unpack_checkpoint(src, out) == out / "checkpoints" / "last.pt"
+    assert not previous_path(out / "checkpoints" / "last.pt").exists()
+    assert capsys.readouterr().err == ""
+
+    (src / "checkpoints" / "best.pt").unlink()  # the best epoch's weights gone: cannot resume faithfully
+    assert unpack_checkpoint(src, out, origin="/storage/exp/trial/checkpoint_000002") is None
+    err = capsys.readouterr().err
+    assert "/storage/exp/trial/checkpoint_000002 is incomplete (missing checkpoints/best.pt" in err
+    assert "restarts from epoch 1" in err
+
+    crafted = _packed(tmp_path / "crafted")  # a file list on shared storage naming a path outside
+    info = json.loads((crafted / "atf_files.json").read_text())
+    (crafted / "atf_files.json").write_text(json.dumps({**info, "files": info["files"] + ["../../evil.pt"]}))
+    (crafted / "../../evil.pt").write_bytes(b"x")  # present, so only the path check stops the copy
+    assert unpack_checkpoint(crafted, tmp_path / "x" / "scratch") is None
+    assert not (tmp_path / "evil.pt").exists() and "outside the trial's folder" in capsys.readouterr().err
+    (crafted / "atf_files.json").write_text("{")
+    assert unpack_checkpoint(crafted, out) is None and "unusable file list" in capsys.readouterr().err
+
 def test_train_resumes_past_a_damaged_last_checkpoint(synth_root, tmp_path):
     from atf.train import train
     cfg = override(RunConfig(), {**TINY, "data.root": str(synth_root)})
