@@ -43,7 +43,7 @@ __all__ = [
     "FINAL", "STEP", "cell_trainable", "build_config", "epoch_metrics", "final_metrics",
     "pack_checkpoint", "unpack_checkpoint", "write_bundle", "fire_fault", "stage_offsets",
     "trainer", "scratch_dir", "scratch_root", "FAILED", "ERROR", "ERROR_KIND", "failure_metrics",
-    "checkpoint_policy",
+    "checkpoint_policy", "finished_metrics",
 ]
 
 FINAL = keys.RESULT_FINAL  # 1.0 on the last report of a trial (carries the test metrics)
@@ -117,11 +117,12 @@ def unpack_checkpoint(src: Path, out_dir: Path, origin: str = "") -> Path | None
     """Put a packed checkpoint back under a clean out_dir; returns the last.pt to resume from.
 
     None (the cell restarts from epoch 1; the trial's log says why) when the checkpoint cannot be
-    trusted whole: its file list unreadable or naming a path outside out_dir (a crafted file on
-    shared storage), or last.pt or best.pt missing. The last happens when a driver or node is
-    killed while Tune replaces a checkpoint (num_to_keep=1 deletes the old one file by file) and
-    the saved experiment state still names the old one. A missing last.prev.pt is only a lost
-    fallback. out_dir is emptied first: what a crashed attempt left there is stale.
+    trusted whole: its file list unreadable, naming a path outside out_dir or a symbolic link
+    (crafted files on shared storage: a link would copy what it points at), or last.pt or best.pt
+    missing. The last happens when a driver or node is killed while Tune replaces a checkpoint
+    (num_to_keep=1 deletes the old one file by file) and the saved experiment state still names
+    the old one. A missing last.prev.pt is only a lost fallback. out_dir is emptied first: what a
+    crashed attempt left there is stale.
     """
     import sys
 
@@ -139,6 +140,10 @@ def unpack_checkpoint(src: Path, out_dir: Path, origin: str = "") -> Path | None
         print(f"atf: checkpoint {shown}: unusable file list {_PACKED} ({e}): the cell restarts from epoch 1",
               file=sys.stderr, flush=True)
         return None
+    if linked := [r for r in files if _linked(src, r)]:  # would copy what the link points at
+        print(f"atf: checkpoint {shown}: {linked[0]} is a symbolic link: the cell restarts from epoch 1",
+              file=sys.stderr, flush=True)
+        return None
     missing = [r for r in files if not (src / r).is_file()]
     needed = [r for r in missing if r != str(previous_path(Path(last)))]
     if needed:
@@ -150,6 +155,35 @@ def unpack_checkpoint(src: Path, out_dir: Path, origin: str = "") -> Path | None
             (out_dir / r).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / r, out_dir / r)
     return out_dir / last
+
+
+def finished_metrics(path: Path, origin: str) -> dict[str, float] | None:
+    """The metrics of a finished trial's result.json; None (the cell trains again; the trial's log
+    says why) when the file is torn or not ours, instead of a crash that every retry repeats."""
+    import sys
+    try:
+        metrics = json.loads(path.read_text())["metrics"]
+        if not isinstance(metrics, dict) or not metrics or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in metrics.items()):
+            raise ValueError("metrics must be names and numbers")
+        return {k: float(v) for k, v in metrics.items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"atf: {origin}/result.json unusable ({type(e).__name__}: {e}): the cell trains again",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def _linked(root: Path, rel: str) -> bool:
+    """Whether `root` or any step of `rel` under it is a symbolic link."""
+    path = root
+    if path.is_symlink():
+        return True
+    for part in Path(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
 
 
 def write_bundle(result: Any, out_dir: Path, dest: Path) -> None:
@@ -233,10 +267,13 @@ def cell_trainable(config: dict[str, Any]) -> None:
             if (Path(d) / _PACKED).is_file():
                 last = unpack_checkpoint(Path(d), out_dir, origin=checkpoint.path)
                 resume = usable_resume(last, checkpoint.path) if last else None
+                if resume is None:
+                    shutil.rmtree(out_dir, ignore_errors=True)  # nothing of it is used: start clean
             elif (Path(d) / "result.json").is_file():  # restored after it had finished: report, do not retrain
-                done = json.loads((Path(d) / "result.json").read_text())
-                tune.report({**done["metrics"], FINAL: 1.0}, checkpoint=checkpoint)
-                return
+                done = finished_metrics(Path(d) / "result.json", checkpoint.path)
+                if done is not None:
+                    tune.report({**done, FINAL: 1.0}, checkpoint=checkpoint)
+                    return
 
     due = checkpoint_policy(int(payload.get("checkpoint_every", 1)), float(payload.get("checkpoint_period", 0.0)))
 

@@ -139,6 +139,13 @@ def test_torn_sweep_checkpoint_restarts_the_cell_instead_of_crashing_every_retry
     (crafted / "../../evil.pt").write_bytes(b"x")  # present, so only the path check stops the copy
     assert unpack_checkpoint(crafted, tmp_path / "x" / "scratch") is None
     assert not (tmp_path / "evil.pt").exists() and "outside the trial's folder" in capsys.readouterr().err
+    linked = _packed(tmp_path / "linked")  # last.pt a link to a file of the user's own
+    secret = tmp_path / "secret.pt"
+    save_checkpoint(_state(7), secret)
+    (linked / "checkpoints" / "last.pt").unlink()
+    (linked / "checkpoints" / "last.pt").symlink_to(secret)
+    assert unpack_checkpoint(linked, tmp_path / "y" / "scratch") is None
+    assert not (tmp_path / "y" / "scratch").exists() and "is a symbolic link" in capsys.readouterr().err
     (crafted / "atf_files.json").write_text("{")
     assert unpack_checkpoint(crafted, out) is None and "unusable file list" in capsys.readouterr().err
 
@@ -173,3 +180,19 @@ def test_checkpoint_policy_bounds_lost_work_not_epochs():
     assert [e for e in range(1, 7) if due(e)] == [2, 4, 6]
     due = checkpoint_policy(0, 0.0, clock)
     assert not any(due(e) for e in range(1, 5))
+
+
+def test_a_torn_or_foreign_finished_result_trains_the_cell_again(tmp_path, capsys):
+    """result.json of a finished trial, read back on restore: torn or not ours is one line, not a
+    crash that every retry repeats."""
+    import json
+
+    from orchestration.trainable import finished_metrics
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"metrics": {"test/wflw/full/nme": 4.5, "val/nme": 3}, "best_epoch": 2}))
+    assert finished_metrics(path, "/storage/t/checkpoint_000003") == {"test/wflw/full/nme": 4.5, "val/nme": 3.0}
+    for bad in ('{"metrics": {"test/wflw/full/nme": 4.', '[1, 2]', '{"metrics": {"x": "rm -rf"}}', '{}'):
+        path.write_text(bad)
+        assert finished_metrics(path, "/storage/t/checkpoint_000003") is None
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "/storage/t/checkpoint_000003/result.json unusable" in err, err
