@@ -228,7 +228,35 @@ def record_result(store: TrackingStore, run_id: str, metrics: dict[str, Any], ch
         store.finish(run_id, final_to_log(metrics, role), None, step)
         return
     with tempfile.TemporaryDirectory(prefix="atf-bundle-") as tmp:
-        checkpoint.to_directory(tmp)
+        copy_bundle(checkpoint, Path(tmp))
         for junk in Path(tmp).glob(".*"):  # Tune's own metadata files
             junk.unlink() if junk.is_file() else None
         store.finish(run_id, final_to_log(metrics, role), Path(tmp), step)
+
+
+def copy_bundle(checkpoint: Any, dest: Path) -> list[str]:
+    """A trial's result bundle into `dest`, for upload to the shared store; returns what was left out.
+
+    On a local or mounted storage path (shared with others) a symbolic link in the bundle is left
+    out with one line: Tune's own copy follows links, so a planted link to a private file of the
+    driver's user would end up as an artifact everyone can read. Remote stores hold no links."""
+    import shutil
+
+    import pyarrow.fs
+    if not isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        checkpoint.to_directory(str(dest))
+        return []
+    src, skipped = Path(checkpoint.path), []
+
+    def links(folder: str, names: list[str]) -> list[str]:
+        out = [n for n in names if (Path(folder) / n).is_symlink()]
+        skipped.extend(str((Path(folder) / n).relative_to(src)) for n in out)
+        return out
+    if src.is_symlink():
+        skipped.append(".")
+    else:
+        shutil.copytree(src, dest, ignore=links, dirs_exist_ok=True)
+    if skipped:
+        print(f"atf-sweep: result bundle {src}: left out {len(skipped)} symbolic link(s) ({', '.join(skipped[:3])})",
+              file=sys.stderr, flush=True)
+    return skipped

@@ -148,3 +148,30 @@ def test_epoch_metrics_go_out_in_batches_and_drain_flushes_them(tmp_path):
     cb.drain()
     assert history() == [1, 2, 3]
     assert [m.value for m in store.client.get_metric_history(run, keys.TRAIN_LOSS)] == [1.0, 0.5, 1 / 3]
+
+
+def test_a_planted_link_in_a_result_bundle_is_not_uploaded(tmp_path, capsys):
+    """The bundle sits on shared storage until the driver uploads it: Tune's copy follows links, so
+    a link to a private file of the driver's user would become an artifact everyone can read."""
+    from ray.tune import Checkpoint
+
+    from orchestration.tune_logging import record_result
+    store = TrackingStore(f"sqlite:///{tmp_path / 'm.db'}", "atf")
+    parent = store.parent("s", "s.yaml")
+    run = store.open_run(parent_id=parent, sweep_name="s", tags={keys.TAG_CELL: "abc"}, role=keys.ROLE_CELL,
+                         trial_id="t1", cfg=RunConfig(), name="abc")
+    secret = tmp_path / "home" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE KEY")
+    bundle = tmp_path / "storage" / "checkpoint_000003"
+    (bundle / "model").mkdir(parents=True)
+    (bundle / "result.json").write_text('{"metrics": {}}')
+    (bundle / "model" / "x.pt").symlink_to(secret)
+    (bundle / "keys").symlink_to(secret.parent, target_is_directory=True)
+    record_result(store, run, {"test/wflw/full/nme": 4.0}, Checkpoint.from_directory(str(bundle)), keys.ROLE_CELL)
+    names = {a.path for a in store.client.list_artifacts(run)} | {
+        a.path for a in store.client.list_artifacts(run, "model")}
+    assert "result.json" in names and "model/x.pt" not in names and "keys" not in names, names
+    assert store.status(run) == "finished"
+    err = capsys.readouterr().err
+    assert "left out 2 symbolic link(s)" in err and "model/x.pt" in err
