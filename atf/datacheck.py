@@ -35,7 +35,7 @@ from atf.errors import DeterministicError
 from atf.readers import BOX_COLUMNS, AnnotationError, _layout
 
 __all__ = ["Problem", "DataCheckError", "MARGIN", "PROBLEMS_FILE", "check_csv", "check_root", "check_run",
-           "bad_rows", "enforce"]
+           "bad_rows", "enforce", "escapes_folder"]
 
 MARGIN = 0.5                       # points may lie outside the image by this fraction of the face size
 PROBLEMS_FILE = "data_problems.txt"  # under a run's out_dir when data.bad_rows is "skip"
@@ -60,7 +60,7 @@ class DataCheckError(DeterministicError, ValueError):
 
 # -- one file --------------------------------------------------------------------------------------
 
-def _escapes(name: str) -> bool:
+def escapes_folder(name: str) -> bool:
     """Absolute, drive-qualified or climbing (`..`) image names leave the images folder."""
     if os.path.isabs(name) or PureWindowsPath(name).drive or name.startswith(("/", "\\", "~")):
         return True
@@ -117,7 +117,7 @@ def check_csv(path: str | Path, images_dir: str | Path, num_points: int | None =
         if not name:
             out.append(Problem(src, i, "empty image name"))
             continue
-        if _escapes(name):
+        if escapes_folder(name):
             out.append(Problem(src, i, f"image name {name!r} leaves the images folder (absolute path or '..')"))
             continue
         values, bad = [], None

@@ -21,11 +21,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from atf import keys, metrics  # noqa: E402
+from atf.datacheck import escapes_folder  # noqa: E402
 
 from .collect import DATA_ROOT_PARAM, Runs  # noqa: E402
 from .compute import CellResult, TableResult  # noqa: E402
 
 __all__ = ["ArtifactCache", "ced_figures", "comparison_figure"]
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")   # MLflow's run ids; anything else from a shared store is refused
 
 
 class ArtifactCache:
@@ -50,10 +53,15 @@ class ArtifactCache:
         self._tmp.cleanup()
 
     def _fetch(self, run_id: str, folder: str) -> Path | None:
+        """`folder` of one run, or None; the run id names a folder under ours, so only MLflow's form
+        passes (a shared store's `../../x` would write elsewhere), and a local folder must be a real
+        one (a symlink planted in a shared artifact store could point at anyone's files)."""
+        if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):
+            return None
         base = self.artifact_uris.get(run_id, "")
         if base and urlparse(base).scheme in ("", "file"):  # mlflow-artifacts:/..., s3://... download
             local = Path(unquote(urlparse(base).path) if base.startswith("file:") else base) / folder
-            return local if local.is_dir() else None
+            return local if local.is_dir() and not local.is_symlink() else None
         from mlflow.artifacts import download_artifacts
         dst = self.dir / run_id
         dst.mkdir(parents=True, exist_ok=True)
@@ -87,7 +95,7 @@ class ArtifactCache:
             raise ValueError(f"artifact {path!r}: expected a file inside a folder")
         local = self._folder(run_id, str(parent))
         target = local / Path(path).name if local else None
-        return target if target and target.is_file() else None
+        return target if target and target.is_file() and not target.is_symlink() else None
 
 
 def _label(text: str) -> str:
@@ -96,8 +104,9 @@ def _label(text: str) -> str:
 
 
 def _data_label(result: TableResult) -> str:
-    """Figures carry their data too, so a synthetic curve is never taken for the paper's."""
-    return "data: " + (", ".join(result.data) or "none")
+    """Figures carry their data too, so a synthetic curve is never taken for the paper's; the tag's
+    `$` is escaped, as a store's `$\\x$` would be parsed as mathtext and fail the whole figure."""
+    return "data: " + (", ".join(result.data) or "none").replace("$", r"\$")
 
 
 def _mean_curve(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -161,9 +170,32 @@ def _pairs(result: TableResult) -> list[tuple[CellResult, CellResult]]:
 
 def comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out_dir: Path,
                       count: int = 3) -> tuple[Path | None, str]:
-    """Input / baseline / ATF / ground truth for a few test images (the paper's Fig. 5)."""
-    import cv2
+    """Input / baseline / ATF / ground truth for a few test images (the paper's Fig. 5).
 
+    Its data root, image names and images come from a shared store and storage: whatever goes
+    wrong drawing this one figure ends as a one-line note, never as a report without index.md."""
+    try:
+        return _comparison_figure(result, runs, cache, out_dir, count)
+    except Exception as exc:  # noqa: BLE001 - any failure of one figure is a note, not a lost report
+        return None, f"Fig. 5 skipped: drawing it failed ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+def _fig5_image(folder: Path, name: str) -> np.ndarray | None:
+    """RGB pixels of one test image, or None: a name from a shared data root's CSV may leave
+    `folder` (absolute, `..`, a symlink out), and a file may not decode (0-byte, truncated)."""
+    import cv2
+    path = folder / name
+    try:
+        if escapes_folder(name) or not path.resolve().is_relative_to(folder.resolve()) or not path.is_file():
+            return None
+    except (OSError, ValueError, RuntimeError):  # a symlink loop, a NUL in the name
+        return None
+    image = cv2.imread(str(path))
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out_dir: Path,
+                       count: int) -> tuple[Path | None, str]:
     from atf.datasets import get_dataset, images_dir, load_split
     from atf.readers import read_csv
 
@@ -186,27 +218,31 @@ def comparison_figure(result: TableResult, runs: Runs, cache: ArtifactCache, out
     except Exception as exc:  # annotations not on this machine: say so, keep the report going
         return None, f"Fig. 5 skipped: ground truth for {dataset}/{subset} unreadable under {root} ({exc})"
     index_b, index_o = ({n: i for i, n in enumerate(p.images)} for p in (pb, po))
-    shown = [i for i, n in enumerate(gt.images) if n in index_b and n in index_o
-             and (folder / n).is_file()][:count]
+    shown = []   # (row of gt, name, pixels) of the first `count` usable images
+    for i, name in enumerate(gt.images):
+        if name in index_b and name in index_o and (image := _fig5_image(folder, name)) is not None:
+            shown.append((i, name, image))
+            if len(shown) == count:
+                break
     if not shown:
-        return None, f"Fig. 5 skipped: no test images of {dataset}/{subset} under {folder}"
+        return None, f"Fig. 5 skipped: no readable test images of {dataset}/{subset} under {folder}"
     fig, axes = plt.subplots(len(shown), 4, figsize=(10, 2.6 * len(shown)), dpi=100, squeeze=False)
-    for r, i in enumerate(shown):
-        name = gt.images[i]
-        image = cv2.cvtColor(cv2.imread(str(folder / name)), cv2.COLOR_BGR2RGB)
-        panels = [("input", None), (_label(base.row.label), pb.landmarks[index_b[name]]),
-                  (_label(ours.row.label), po.landmarks[index_o[name]]), ("ground truth", gt.landmarks[i])]
-        for c, (title, points) in enumerate(panels):
-            ax = axes[r][c]
-            ax.imshow(image)
-            if points is not None:
-                ax.scatter(points[:, 0], points[:, 1], s=4, c="lime" if c == 3 else "red")
-            ax.set_axis_off()
-            if r == 0:
-                ax.set_title(title, fontsize=9)
-    path = out_dir / f"fig5_{result.table.id}_{dataset}_{subset}.png"
-    fig.suptitle(f"{dataset} {subset}, {_data_label(result)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        for r, (i, name, image) in enumerate(shown):
+            panels = [("input", None), (_label(base.row.label), pb.landmarks[index_b[name]]),
+                      (_label(ours.row.label), po.landmarks[index_o[name]]), ("ground truth", gt.landmarks[i])]
+            for c, (title, points) in enumerate(panels):
+                ax = axes[r][c]
+                ax.imshow(image)
+                if points is not None:
+                    ax.scatter(points[:, 0], points[:, 1], s=4, c="lime" if c == 3 else "red")
+                ax.set_axis_off()
+                if r == 0:
+                    ax.set_title(title, fontsize=9)
+        path = out_dir / f"fig5_{result.table.id}_{dataset}_{subset}.png"
+        fig.suptitle(f"{dataset} {subset}, {_data_label(result)}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
     return path, ""

@@ -290,20 +290,27 @@ TALL_LINES = 40           # and tables with this many lines are set in \footnote
 
 
 _TEX_PLAIN_MAP = {DASH: "--", NA: "n/a"}  # an empty S-column cell, as text
-_TEX_PLAIN = (("~", r"\textasciitilde{}"), ("Δ", r"$\Delta$"), ("±", r"$\pm$"), (DASH, "--"),
-              ("𝓛", r"$\mathcal{L}$"))
+# every character LaTeX gives a meaning, escaped in one pass (so no escape is escaped again)
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}",
+                "~": r"\textasciitilde{}", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$", "_": r"\_"}
+_TEX_SPECIAL_RE = re.compile("|".join(map(re.escape, _TEX_SPECIAL)))
+# then the symbols the labels use, as LaTeX commands (added after escaping, so kept as they are)
+_TEX_PLAIN = (("Δ", r"$\Delta$"), ("±", r"$\pm$"), (DASH, "--"), ("𝓛", r"$\mathcal{L}$"))
+# the mini-markup `x_{sub}`, `𝓛_{AT}`: only a subscript without special characters is set as one
+_TEX_MARKUP = re.compile(r"(𝓛_\{[^{}\\^~&%#$_]*\}|_\{[^{}\\^~&%#$_]*\})")
 
 
 def _tex(text: str) -> str:
-    """Plain text with the mini-markup of labels (`x_{sub}`, `𝓛_{AT}`) as LaTeX."""
+    """Plain text with the mini-markup of labels (`x_{sub}`, `𝓛_{AT}`) as LaTeX; tag values from a
+    shared store pass here too, so every special character is escaped (`\\input{...}` stays text)."""
     out = []
-    for i, piece in enumerate(re.split(r"(𝓛_\{[^}]*\}|_\{[^}]*\})", text)):
+    for i, piece in enumerate(_TEX_MARKUP.split(text)):
         if i % 2 and piece.startswith("𝓛"):
             out.append(rf"$\mathcal{{L}}_{{\mathrm{{{piece[3:-1]}}}}}$")
         elif i % 2:
             out.append(rf"$_{{\mathrm{{{piece[2:-1]}}}}}$")
         else:
-            piece = re.sub(r"([&%#$_])", r"\\\1", piece)
+            piece = _TEX_SPECIAL_RE.sub(lambda m: _TEX_SPECIAL[m.group()], piece)
             for old, new in _TEX_PLAIN:
                 piece = piece.replace(old, new)
             out.append(piece)
