@@ -245,11 +245,13 @@ class TrackingStore:
         `files` (the sweep file, its profile) as artifacts under sweep/."""
         if run_id:
             try:
-                with_retry(lambda: self.client.get_run(run_id))
+                tags = with_retry(lambda: self.client.get_run(run_id)).data.tags
+            except Exception:  # noqa: BLE001 - deleted or another store: start a new parent
+                tags = {}
+            # only this sweep's parent is reopened (the id comes from a file on shared storage)
+            if tags.get(keys.TAG_KIND) == "sweep" and tags.get(keys.TAG_SWEEP) == sweep_name:
                 with_retry(lambda: self.client.update_run(run_id, status="RUNNING"))
                 return run_id
-            except Exception:  # noqa: BLE001 - deleted or another store: start a new parent
-                pass
         tags = {keys.TAG_KIND: "sweep", keys.TAG_SWEEP: sweep_name, keys.TAG_STATUS: "running",
                 keys.TAG_SWEEP_FILE: sweep_file}
         run = with_retry(lambda: self.client.create_run(self.experiment_id, tags=tags, run_name=sweep_name))

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -191,8 +192,12 @@ class _Launch:
                     data = json.loads(path.read_text())
                 except (OSError, ValueError):
                     continue
-                if data.get("closed") != "FINISHED":
-                    return cls(path, data)
+                if isinstance(data, dict) and data.get("closed") == "FINISHED":
+                    continue
+                if why := _untrusted_record(path, data, prefix):
+                    print(f"[{sweep.name}] {path}: not resumed ({why})", file=sys.stderr)
+                    continue
+                return cls(path, data)
             print(f"[{sweep.name}] nothing to resume (no unfinished launch {prefix}-*.launch.json in "
                   f"{folder}): starting a new launch")
         token = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -205,6 +210,52 @@ class _Launch:
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         os.replace(tmp, self.path)
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _untrusted_record(path: Path, data: Any, prefix: str) -> str:
+    """Why a launch record found in (shared) storage must not steer --resume; "" when it may.
+
+    --resume restores the Tune experiment the record names, and restoring unpickles its state: a
+    record must be this user's own, and name only folders of this sweep beside it (no path) and
+    a parent run by its id."""
+    if hasattr(os, "getuid") and path.stat().st_uid != os.getuid():
+        return "another user's launch record"
+    name = re.compile(re.escape(prefix) + r"-[\w.-]+")
+    if not isinstance(data, dict) or not isinstance(data.get("stamp"), str) \
+            or not re.fullmatch(r"[\w.-]+", data["stamp"]):
+        return "not a launch record"
+    if not isinstance(data.get("grid"), str) or not name.fullmatch(data["grid"]):
+        return f"its experiment name is not one of this sweep's: {str(data.get('grid'))[:80]!r}"
+    cells = data.get("cells", {})
+    if not isinstance(cells, dict) or not all(
+            isinstance(k, str) and name.fullmatch(k) and isinstance(v, list) and all(isinstance(c, str) for c in v)
+            for k, v in cells.items()):
+        return "its experiments list is malformed"
+    run = data.get("parent_run_id")
+    if run is not None and not (isinstance(run, str) and _RUN_ID.fullmatch(run)):
+        return "its parent run id is malformed"
+    return ""
+
+
+def _foreign_experiment(path: str) -> str:
+    """Why the Tune experiment folder at `path` must not be restored (restoring unpickles its state
+    files); "" when it may. On a local or mounted path the folder and the files directly in it
+    (the driver's state: tuner.pkl, experiment and searcher state) must be this user's; trial
+    folders may be written by the workers' user, and their checkpoints load as tensors only.
+    Remote storage (s3://, gs://) is left to its own access control."""
+    if (_is_uri(path) and not path.startswith("file://")) or not hasattr(os, "getuid"):
+        return ""
+    folder = Path(path.removeprefix("file://"))
+    for f in [folder, *(f for f in folder.iterdir() if not f.is_dir() or f.is_symlink())] if folder.is_dir() else []:
+        st = f.lstat()
+        if st.st_uid != os.getuid():
+            return f"{f} belongs to another user"
+        if f.is_symlink():
+            return f"{f} is a symbolic link"
+    return ""
 
 
 class SweepError(RuntimeError):
@@ -671,6 +722,10 @@ def _fit(drive: _Drive, trainable: Any, name: str, build: Any, cells: list[str])
     # cells in experiments of their own: restoring only its grid would leave them untrained)
     restorable = (drive.opts.resume and tune.Tuner.can_restore(path) and recorded <= set(cells) | ours
                   and set(cells) <= recorded)
+    if restorable and (why := _foreign_experiment(path)):
+        print(f"[{drive.sweep.name}] not resuming Tune experiment {name}: {why}; its cells train anew",
+              file=sys.stderr)
+        restorable = False
     if restorable:
         print(f"[{drive.sweep.name}] resuming Tune experiment {name}")
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
