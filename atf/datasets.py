@@ -10,6 +10,7 @@ or `DataConfig.registry`) holding `datasets: [{name, scheme, style, box_size, tr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
@@ -63,6 +64,7 @@ _BUILTIN: list[dict[str, Any]] = [
      "test": {"full": "aflw_test", "frontal": "aflw_test_frontal"}},
 ]
 _KEYS = {"name", "scheme", "style", "box_size", "train", "test"}
+_NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 _DATASETS: dict[str, DatasetSpec] = {}
 _LOADED: set[Path] = set()
 
@@ -75,6 +77,9 @@ def _spec_from_dict(d: Any, where: str) -> DatasetSpec:
         what = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
         raise DatasetError(f"{where}: {what}; dataset keys are {sorted(_KEYS)}")
     name = str(d["name"])
+    if not _NAME.fullmatch(name):
+        raise DatasetError(f"{where}: dataset name {name!r}: lower-case letters, digits and _ only "
+                           "(it names metrics, files and folders)")
     try:
         get_scheme(str(d["scheme"]))
     except SchemeError as e:
@@ -85,6 +90,11 @@ def _spec_from_dict(d: Any, where: str) -> DatasetSpec:
     test = d["test"]
     if not isinstance(test, dict) or not test:
         raise DatasetError(f"{where}: dataset {name}.test: expected a mapping subset -> file stem")
+    for key, value in [*((f"test.{k}", k) for k in test), *((f"test.{k}", v) for k, v in test.items()),
+                       ("train", d.get("train", f"{name}_train"))]:
+        if not _NAME.fullmatch(str(value)):
+            raise DatasetError(f"{where}: dataset {name}.{key}: {str(value)!r}: lower-case letters, digits and _ "
+                               "only (subsets name metrics and files; stems name CSVs under the data root)")
     return DatasetSpec(name=name, scheme=str(d["scheme"]), style=style, box_size=bool(d.get("box_size", False)),
                        train=str(d.get("train", f"{name}_train")),
                        test=tuple((str(k), str(v)) for k, v in test.items()))

@@ -107,6 +107,15 @@ def test_registry_yaml_adds_a_dataset_without_code(tmp_path):
     bad.write_text("datasets:\n  - {name: x, scheme: nope5, test: {full: x_test}}\n")
     with pytest.raises(DatasetError, match=r"bad.yaml: datasets\[0\]: dataset x: unknown scheme 'nope5'"):
         register_file(bad)
+    # names become metric keys, file names and folders: a registry on shared storage cannot climb out
+    for i, (entry, where) in enumerate([("{name: ../../x, scheme: tri3, test: {full: x_test}}", "dataset name"),
+                                        ("{name: y, scheme: tri3, test: {../up: y_test}}", r"dataset y\.test\.\.\./up"),
+                                        ("{name: z, scheme: tri3, test: {full: /etc/z}}", r"dataset z\.test\.full"),
+                                        ("{name: w, scheme: tri3, train: ../w, test: {full: w_t}}", r"dataset w\.train")]):
+        bad = tmp_path / f"bad{i}.yaml"
+        bad.write_text(f"datasets:\n  - {entry}\n")
+        with pytest.raises(DatasetError, match=rf"bad{i}.yaml: datasets\[0\]: {where}"):
+            register_file(bad)
 
 
 # -- the real files --------------------------------------------------------------------------
