@@ -120,19 +120,36 @@ def load_resumable(path: Path, origin: str | None = None) -> tuple[dict[str, Any
     path = Path(path)
     shown = f"{path} (copied from {origin})" if origin else str(path)
     try:
-        return load_checkpoint(path), path, ""
+        return _load_resumable(path), path, ""
     except CheckpointError as first:
         prev = previous_path(path)
         if not prev.is_file():
             raise CheckpointError(f"{shown}: {_reason(first, path)}; no previous checkpoint "
                                   f"{prev.name} to fall back to") from None
         try:
-            state = load_checkpoint(prev)
+            state = _load_resumable(prev)
         except CheckpointError as second:
             raise CheckpointError(f"{shown}: {_reason(first, path)}; previous {prev.name}: "
                                   f"{_reason(second, prev)}") from None
         return state, prev, (f"checkpoint {shown} is damaged ({_reason(first, path)}): resumed from "
                              f"the previous one, {prev.name} (epoch {state.get('epoch')})")
+
+
+# what a resume reads from a last.pt (train._state), with its type: a file that loads as tensors
+# but lacks one (crafted, or from another program) is refused here, by name, not as a KeyError later
+_RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "heads": dict, "optimizer": dict, "scheduler": (dict, type(None)), "sampler": dict,
+    "rng": dict, "stage": int, "epoch": int, "best": dict, "best_epoch": int, "seconds": dict, "run_config": dict}
+
+
+def _load_resumable(path: Path) -> dict[str, Any]:
+    state = load_checkpoint(path)
+    for key, kind in _RESUME_KEYS.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: not a resumable atf checkpoint (missing {key!r})")
+        if not isinstance(state[key], kind) or (kind is int and (isinstance(state[key], bool) or state[key] < 0)):
+            raise CheckpointError(f"{path}: not a resumable atf checkpoint ({key!r} is {type(state[key]).__name__})")
+    return state
 
 
 def _reason(e: CheckpointError, path: Path) -> str:

@@ -38,8 +38,10 @@ class _Payload:
 
 
 def _state(epoch: int) -> dict:
+    """What train._state saves, in small."""
     return {"model": {"w": torch.full((2,), float(epoch))}, "run_config": to_dict(RunConfig()),
-            "epoch": epoch, "rng": rng_state()}
+            "epoch": epoch, "rng": rng_state(), "heads": {"wflw": 98}, "optimizer": {}, "scheduler": None,
+            "sampler": {"epoch": epoch, "streams": []}, "stage": 0, "best": {}, "best_epoch": 0, "seconds": {}}
 
 
 def test_crafted_pickle_does_not_run(tmp_path):
@@ -196,3 +198,17 @@ def test_a_torn_or_foreign_finished_result_trains_the_cell_again(tmp_path, capsy
         assert finished_metrics(path, "/storage/t/checkpoint_000003") is None
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "/storage/t/checkpoint_000003/result.json unusable" in err, err
+
+
+def test_a_checkpoint_that_loads_but_is_not_resumable_is_refused_by_name(tmp_path):
+    """Tensors only, so it loads safely; but without what a resume reads (crafted, or another
+    program's) it is refused here with the missing key, not as a KeyError deep in the trainer."""
+    last = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(_state(1), last, keep_previous=True)
+    save_checkpoint({k: v for k, v in _state(2).items() if k != "heads"}, last, keep_previous=True)
+    state, used, note = load_resumable(last)
+    assert used == previous_path(last) and state["epoch"] == 1 and "missing 'heads'" in note
+    save_checkpoint({**_state(3), "stage": "0; rm"}, last, keep_previous=False)
+    previous_path(last).unlink()
+    with pytest.raises(CheckpointError, match=r"last\.pt: not a resumable atf checkpoint \('stage' is str\)"):
+        load_resumable(last)
