@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from .compute import CellResult, TableResult
 from .layouts import METRIC_LABEL, TAG_BY_SHORT, Row, Section
 from .sweeps import SweepIndex
 
-__all__ = ["MissingGroup", "missing_groups", "data_statement", "render_markdown", "render_latex",
+__all__ = ["MissingGroup", "missing_groups", "data_statement", "md_plain", "render_markdown", "render_latex",
            "render_report_tex", "render_index", "run_url", "table_title", "LEGEND", "DASH", "NA",
            "PAPER_LABEL", "DELTA_LABEL", "OCN_LABEL", "protocol_statement"]
 
@@ -80,19 +81,27 @@ def _source(data: str) -> str:
     return f"UNKNOWN data source {data or '(no ' + keys.TAG_DATA + ' tag)'}"
 
 
-def data_statement(result: TableResult) -> str:
-    """Which data the numbers come from, so a synthetic number is never read as the paper's."""
+def md_plain(text: str) -> str:
+    """A value from a shared store as Markdown text: its markup characters and HTML escaped, one
+    line (a tag's `|` or newline would break the table, its `<script>` reach an HTML preview)."""
+    text = " ".join(str(text).split())
+    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def data_statement(result: TableResult, esc: Callable[[str], str] = str) -> str:
+    """Which data the numbers come from, so a synthetic number is never read as the paper's.
+    `esc` escapes the store's values (tags) for the output format (Markdown: md_plain)."""
     if not result.data:
         return ("Data: no finished runs matched this table; only the paper's values are shown. "
                 + protocol_statement(result))
-    text = f"Data: {', '.join(_source(d) for d in result.data)}."
+    text = f"Data: {', '.join(_source(esc(d)) for d in result.data)}."
     if any(d != "real" for d in result.data):
         text += " Numbers not on the real datasets test the pipeline; they are NOT a reproduction of the paper's."
     t = result.table
     if t.backbones and result.backbone != t.backbones[0]:
         text += f" Backbone: {result.backbone} (the paper's table uses {t.backbones[0]})."
     if result.selection:
-        text += f" Model selection: {', '.join(result.selection)}."
+        text += f" Model selection: {', '.join(esc(v) for v in result.selection)}."
     text += " " + protocol_statement(result)
     return text + f" Runs used: {len(result.run_ids)}."
 
@@ -248,7 +257,7 @@ def render_markdown(result: TableResult, groups: list[MissingGroup], figures: li
     t = result.table
     head = ["Method"] + [display(c.label) for c in t.columns]
     lines = [f"# Table {t.id}: {_md_label(display(table_title(result)))}", "",
-             f"> {data_statement(result)}", "", _md_label(display(t.caption)), "",
+             f"> {data_statement(result, md_plain)}", "", _md_label(display(t.caption)), "",
              "| " + " | ".join(head) + " |", "|:---|" + "|".join("---:" for _ in t.columns) + "|"]
     for line in _lines(result):
         if line.kind in ("section", "group"):
@@ -435,7 +444,7 @@ def render_index(results: list[TableResult], files: dict[str, list[str]], notes:
     for r in results:
         ours = [c for c in r.cells.values() if not c.row.reference]
         filled = sum(c.ours is not None for c in ours)
-        data = ", ".join(r.data) or "no runs"
+        data = ", ".join(md_plain(d) for d in r.data) or "no runs"
         links = " ".join(f"[{f.rsplit('.', 1)[-1]}]({f})" for f in files.get(r.table.id, []))
         lines.append(f"| {r.table.id} | {_md_label(display(table_title(r)))} | {data} | {filled}/{len(ours)} | {links} |")
     lines.append("")

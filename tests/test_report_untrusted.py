@@ -5,6 +5,7 @@ cost the report (audit: Fig. 5 names and images, the artifact cache's run ids, L
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from reports.collect import DATA_ROOT_PARAM, METRIC_COLUMNS, RUN_COLUMNS, Runs, 
 from reports.compute import compute_table
 from reports.figures import ArtifactCache, ced_figures, comparison_figure
 from reports.layouts import load_tables
-from reports.render import render_latex
+from reports.render import render_index, render_latex, render_markdown
 
 INPUT = "synthetic\\input{/home/u/.netrc}"
 
@@ -53,6 +54,22 @@ def test_latex_escapes_store_tags():
     # the labels' mini-markup and symbols still render as before
     assert r"ATF$_{\mathrm{3W}}$ &" in body and r"\quad \textit{paper}" in body
 
+
+
+def test_markdown_escapes_store_tags():
+    """A tag's `|` or newline would break the tables; its HTML would reach a Markdown preview."""
+    r = compute_table(load_tables()["IV"], Runs("none", pd.DataFrame(columns=list(RUN_COLUMNS)),
+                                                pd.DataFrame(columns=list(METRIC_COLUMNS))))
+    r.data, r.run_ids = ("synthetic|x\n<script>alert(1)</script>",), ("a" * 32,)
+    r.selection = ("val [x](http://evil)",)
+    md = render_markdown(r, [], [])
+    index = render_index([r], {}, [], "sqlite:///m.db", [])
+    for text in (md, index):
+        assert "<script>" not in text and "&lt;script&gt;" in text
+        assert not re.search(r"(?<!\\)\]\(http://evil\)", text)  # no live link
+    row = next(line for line in index.splitlines() if line.startswith("| IV |"))
+    assert row.count("|") - row.count("\\|") == 6, row  # the table's own separators only
+    assert r"synthetic\|x" in md and "Model selection: val \\[x\\](http://evil)" in md
 
 # -- the artifact cache ---------------------------------------------------------------------------
 
