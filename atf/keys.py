@@ -16,7 +16,7 @@ __all__ = [
     "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
     "test_metric", "parse_test_metric", "parse_protocol_metric",
     "PROTOCOL_BENCHMARK", "PROTOCOL_OCN", "PROTOCOLS",
-    "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
+    "RUN_ID_PATTERN", "TAG_SWEEP", "TAG_TABLES", "TAG_CELL", "TAG_BACKBONE", "TAG_TARGET", "TAG_AUX", "TAG_LOSS",
     "TAG_PROPORTIONS", "TAG_SCENARIO", "TAG_SEED", "TAG_DATA", "TAG_SELECTION", "TAG_STATUS",
     "TAG_KIND", "TAG_TRIAL", "TAG_ROLE", "ROLE_CELL", "ROLE_SEARCH", "CELL_TAGS",
     "TAG_ERROR", "TAG_FAILURE", "FAILURE_DETERMINISTIC", "FAILURE_CRASH", "FAILURE_STOPPED",
@@ -116,6 +116,8 @@ TAG_SEED = "atf.seed"
 TAG_DATA = "atf.data"              # "real" or "synthetic(scale=0.02,seed=0)": never mistake one for the other
 TAG_SELECTION = "atf.selection"    # "val" (honest) or "test" (paper protocol, explicitly named)
 TAG_STATUS = "atf.status"          # finished | failed | running
+RUN_ID_PATTERN = r"[0-9a-f]{32}"   # an MLflow run id; a shared store's anything-else is refused
+
 TAG_KIND = "atf.kind"              # "sweep" on parent runs, "trial" on child runs
 TAG_TRIAL = "atf.trial"            # Tune trial id of the run's latest attempt
 TAG_SWEEP_FILE = "atf.sweep_file"  # path of the sweep file, on the parent run

@@ -212,9 +212,6 @@ class _Launch:
         os.replace(tmp, self.path)
 
 
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
 def _untrusted_record(path: Path, data: Any, prefix: str) -> str:
     """Why a launch record found in (shared) storage must not steer --resume; "" when it may.
 
@@ -235,7 +232,7 @@ def _untrusted_record(path: Path, data: Any, prefix: str) -> str:
             for k, v in cells.items()):
         return "its experiments list is malformed"
     run = data.get("parent_run_id")
-    if run is not None and not (isinstance(run, str) and _RUN_ID.fullmatch(run)):
+    if run is not None and not (isinstance(run, str) and re.fullmatch(keys.RUN_ID_PATTERN, run)):
         return "its parent run id is malformed"
     return ""
 

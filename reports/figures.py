@@ -28,8 +28,6 @@ from .compute import CellResult, TableResult  # noqa: E402
 
 __all__ = ["ArtifactCache", "ced_figures", "comparison_figure"]
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")   # MLflow's run ids; anything else from a shared store is refused
-
 
 class ArtifactCache:
     """Each (run, artifact folder) fetched once, many at a time, with no run lookups.
@@ -56,7 +54,7 @@ class ArtifactCache:
         """`folder` of one run, or None; the run id names a folder under ours, so only MLflow's form
         passes (a shared store's `../../x` would write elsewhere), and a local folder must be a real
         one (a symlink planted in a shared artifact store could point at anyone's files)."""
-        if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):
+        if not (isinstance(run_id, str) and re.fullmatch(keys.RUN_ID_PATTERN, run_id)):
             return None
         base = self.artifact_uris.get(run_id, "")
         if base and urlparse(base).scheme in ("", "file"):  # mlflow-artifacts:/..., s3://... download
