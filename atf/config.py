@@ -12,6 +12,7 @@ import difflib
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +25,39 @@ __all__ = [
     "ConfigError", "DatasetPaths", "DataConfig", "ModelConfig", "LossConfig", "AtdpConfig",
     "OptimConfig", "AugmentConfig", "EvalConfig", "FinetuneConfig", "RunConfig",
     "from_dict", "to_dict", "load_config", "override", "protocol_summary",
-    "RANGES", "check_ranges", "validate", "apply", "parse_assignments", "field_type",
-    "field_paths", "check_keys", "nest", "merge", "FREE_MAPPINGS", "read_yaml",
+    "RANGES", "check_ranges", "crop_cache_on", "validate", "apply", "parse_assignments", "field_type",
+    "field_paths", "check_keys", "nest", "merge", "FREE_MAPPINGS", "read_yaml", "RETIRED",
 ]
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the file and key path."""
+
+
+# Keys that once existed: still read (old configs, sweep files and checkpoints keep working), then
+# dropped with one warning line saying what replaced them.
+RETIRED = {
+    "data.cache_images": "decoded images are no longer kept per process; the shared, memory-mapped "
+                         "face-crop cache replaces it (data.crop_cache, on by default for real data)",
+}
+
+
+def _drop_retired(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`d` without RETIRED keys (dotted or nested), each reported once."""
+    out = {}
+    for k, v in d.items():
+        dotted = f"{prefix}{k}"
+        if dotted in RETIRED:
+            if dotted not in _WARNED:
+                _WARNED.add(dotted)
+                warnings.warn(f"config key '{dotted}' is retired and ignored: {RETIRED[dotted]}", FutureWarning,
+                              stacklevel=3)
+            continue
+        out[k] = _drop_retired(v, f"{dotted}.") if isinstance(v, dict) and dotted not in FREE_MAPPINGS else v
+    return out
+
+
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -53,7 +80,11 @@ class DataConfig:
     crop: Literal["center_scale", "box"] = "center_scale"  # crop from scale*200 around centre, or from the box
     crop_margin: float = 1.25      # crop side = margin x (scale*200 or box side)
     registry: tuple[str, ...] = () # extra YAML files declaring schemes/datasets (a novel dataset, no code)
-    cache_images: bool = False     # keep decoded images in memory (small synthetic sets)
+    crop_cache: bool | Literal["auto"] = "auto"  # face crops cut once into a shared memory-mapped file
+                                   # (atf.cropcache): auto = on for real data, off for SynthFace (its small
+                                   # images decode in a fraction of a millisecond). Changes resampling only
+    cache_dir: str = ""            # where crop caches live ("" = ~/.cache/atf/crops); shared storage lets
+                                   # one build serve every node
     bad_rows: Literal["refuse", "skip"] = "refuse"  # rows atf.datacheck finds bad (image missing or outside
                                    # the root, NaN, points far outside the image, degenerate box): refuse the
                                    # run naming them, or skip them (counted, listed in <out>/data_problems.txt)
@@ -237,6 +268,14 @@ class RunConfig:
         return self.loss.sigma.get(dataset, 1.5)
 
 
+def crop_cache_on(mode: bool | str, provenance: str) -> bool:
+    """data.crop_cache resolved: "auto" is on for real data, off for SynthFace (provenance
+    "synthetic(...)", atf.datasets.data_provenance)."""
+    if mode == "auto":
+        return not provenance.startswith("synthetic")
+    return bool(mode)
+
+
 def protocol_summary(cfg: RunConfig) -> str:
     """One line naming the protocol a run follows (`atf-sweep --dry-run` prints it per cell)."""
     m, o, a, e, lc, d = cfg.model, cfg.optim, cfg.augment, cfg.eval, cfg.loss, cfg.data
@@ -396,6 +435,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
     """Build dataclass `cls` from a plain mapping; unknown keys raise ConfigError naming them."""
+    if not path:
+        data = _drop_retired(dict(data))
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -469,6 +510,8 @@ def check_keys(updates: dict[str, Any], prefix: str = "") -> None:
     """Refuse unknown keys in an override mapping (nested or dotted) before anything is built."""
     for k, v in updates.items():
         dotted = f"{prefix}{k}"
+        if dotted in RETIRED:   # read, then dropped with a warning (apply)
+            continue
         tp = field_type(dotted)
         if isinstance(v, dict) and dataclasses.is_dataclass(tp):
             check_keys(v, f"{dotted}.")
@@ -520,7 +563,8 @@ def apply(cfg: RunConfig | dict[str, Any], updates: dict[str, Any]) -> RunConfig
     """A new RunConfig: `cfg` (a config or a plain mapping) with `updates` applied. Keys may be
     dotted ("optim.lr"), nested mappings or indexed ("atdp.ratios[0]"); values are converted by
     the field's type and checked (types, ranges) as the config is built."""
-    base = to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    base = to_dict(cfg) if dataclasses.is_dataclass(cfg) else _drop_retired(dict(cfg))
+    updates = _drop_retired(dict(updates))
     plain = {k: v for k, v in updates.items() if not _INDEX.match(str(k))}
     indexed = {k: v for k, v in updates.items() if _INDEX.match(str(k))}
     check_keys(plain)

@@ -45,6 +45,8 @@ class DatasetSpec:
     box_size: bool                     # files carry AFLW's box_size column (the NME normaliser)
     train: str                         # file stem of the train split
     test: tuple[tuple[str, str], ...]  # (subset, file stem) in paper-table order, "full" first
+    sizes: tuple[int, int] = (0, 0)    # published faces: train split, all test subsets together (0: unknown);
+                                       # what `atf-sweep --dry-run` sizes a sweep with while the files are absent
 
     @property
     def subsets(self) -> tuple[str, ...]:
@@ -54,16 +56,17 @@ class DatasetSpec:
 # Built-in datasets (docs/design.md table); test subsets in the order of the paper's tables.
 _BUILTIN: list[dict[str, Any]] = [
     {"name": "wflw", "scheme": "wflw98", "style": "original", "box_size": False, "train": "wflw_train",
-     "test": {"full": "wflw_test", **{a: f"wflw_test_{a}" for a in keys.WFLW_ATTRIBUTES}}},
+     "test": {"full": "wflw_test", **{a: f"wflw_test_{a}" for a in keys.WFLW_ATTRIBUTES}},
+     "sizes": {"train": 7500, "test": 2500 + 326 + 314 + 698 + 206 + 736 + 773}},
     {"name": "300w", "scheme": "300w68", "style": "original", "box_size": False, "train": "300w_train",
      "test": {"full": "300w_valid", "common": "300w_valid_common", "challenge": "300w_valid_challenge",
-              "test": "300w_test"}},
+              "test": "300w_test"}, "sizes": {"train": 3148, "test": 689 + 554 + 135 + 600}},
     {"name": "cofw", "scheme": "cofw29", "style": "cofw", "box_size": False, "train": "cofw_train",
-     "test": {"full": "cofw_test"}},
+     "test": {"full": "cofw_test"}, "sizes": {"train": 1345, "test": 507}},
     {"name": "aflw", "scheme": "aflw19", "style": "original", "box_size": True, "train": "aflw_train",
-     "test": {"full": "aflw_test", "frontal": "aflw_test_frontal"}},
+     "test": {"full": "aflw_test", "frontal": "aflw_test_frontal"}, "sizes": {"train": 20000, "test": 4386 + 1314}},
 ]
-_KEYS = {"name", "scheme", "style", "box_size", "train", "test"}
+_KEYS = {"name", "scheme", "style", "box_size", "train", "test", "sizes"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]*")
 _DATASETS: dict[str, DatasetSpec] = {}
 _LOADED: set[Path] = set()
@@ -95,9 +98,14 @@ def _spec_from_dict(d: Any, where: str) -> DatasetSpec:
         if not _NAME.fullmatch(str(value)):
             raise DatasetError(f"{where}: dataset {name}.{key}: {str(value)!r}: lower-case letters, digits and _ "
                                "only (subsets name metrics and files; stems name CSVs under the data root)")
+    sizes = d.get("sizes", {})
+    if not isinstance(sizes, dict) or set(sizes) - {"train", "test"} or \
+            not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
+        raise DatasetError(f"{where}: dataset {name}.sizes: expected {{train: N, test: N}} (face counts)")
     return DatasetSpec(name=name, scheme=str(d["scheme"]), style=style, box_size=bool(d.get("box_size", False)),
                        train=str(d.get("train", f"{name}_train")),
-                       test=tuple((str(k), str(v)) for k, v in test.items()))
+                       test=tuple((str(k), str(v)) for k, v in test.items()),
+                       sizes=(int(sizes.get("train", 0)), int(sizes.get("test", 0))))
 
 
 def register_dataset(spec: DatasetSpec) -> None:
@@ -279,6 +287,7 @@ def data_provenance(root: str | Path | DataConfig) -> str:
         return "real"
     try:
         info = json.loads(marker.read_text())
-        return f"synthetic(scale={info['scale']:g},seed={int(info['seed'])})"
+        size = f",size={int(info['image_size'])}" if info.get("image_size") else ""
+        return f"synthetic(scale={info['scale']:g},seed={int(info['seed'])}{size})"
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DatasetError(f"{marker}: unreadable SynthFace marker ({e})") from None

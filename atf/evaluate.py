@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from atf import datasets, keys, metrics, transforms
 from atf.config import RunConfig
-from atf.data import LandmarkDataset, collate, flip_average
+from atf.data import LandmarkDataset, batch_inputs, batch_targets, collate, flip_average
 from atf.heatmaps import decode, hm_to_crop
 from atf.losses import landmark_loss
 from atf.progress import track
@@ -67,9 +67,9 @@ def predict(model: torch.nn.Module, head: str, ds: LandmarkDataset, cfg: RunConf
     for batch in track(loader, "eval", head, items=lambda b: len(b["index"])):
         if "image" not in batch:  # all unreadable (skip mode): their rows stay NaN and are noted
             continue
-        x = batch["image"].to(device)
+        x = batch_inputs(batch, device)
         out = flip_average(run, x, ds.flip_perm, kind) if cfg.eval.flip_test else run(x)
-        gt = batch["heatmap" if kind == "heatmap" else "coords"].to(device)
+        gt = batch_targets(batch, kind, device)
         loss_sum += float(landmark_loss(cfg.loss_kind, out, gt)) * len(x)
         n += len(x)
         crop = hm_to_crop(decode(out, cfg.eval.decode), out.shape[-1]) if kind == "heatmap" else out

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["encode", "encode_batch", "decode", "hm_to_crop", "crop_to_hm"]
+__all__ = ["encode", "encode_axes", "expand_axes", "encode_batch", "decode", "hm_to_crop", "crop_to_hm"]
 
 Decode = Literal["argmax_shift", "subpixel"]
 
@@ -59,12 +59,14 @@ def encode_batch(points: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     return axis(y)[..., :, None] * axis(x)[..., None, :]
 
 
-def encode(points: np.ndarray | torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """[K, 2] heatmap-pixel points -> [K, size, size] float32 Gaussians (zero map if outside).
+def encode_axes(points: np.ndarray | torch.Tensor, size: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """[K, 2] heatmap-pixel points -> (gx, gy), each [K, size] float32: the two 1-D factors of the
+    separable targets, heatmap[k] = gy[k][:, None] * gx[k][None, :] (`expand_axes`; zero rows when
+    the point is outside). The loader ships these (2K x size floats, not K x size^2) and the
+    heatmaps are expanded where the model runs.
 
-    The per-sample path of the Dataset: computed in numpy, single-threaded, because torch's
-    thread pool and OpenCV's contend badly for cores when small ops interleave in a loader
-    (measured ~15x slower on 2 cores). Same numbers as `encode_batch`.
+    Computed in numpy, single-threaded, because torch's thread pool and OpenCV's contend badly for
+    cores when small ops interleave in a loader (measured ~15x slower on 2 cores).
     """
     pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
     pts = pts.astype(np.float32, copy=False)
@@ -81,7 +83,21 @@ def encode(points: np.ndarray | torch.Tensor, size: int, sigma: float) -> torch.
             g = np.exp(-(np.minimum(d, 3.0 * sigma + 1.0) ** 2) / np.float32(2.0 * sigma * sigma))
             return np.where(inside & (d <= 3.0 * sigma), g, np.float32(0.0)).astype(np.float32)
 
-    return torch.from_numpy(axis(y)[:, :, None] * axis(x)[:, None, :])
+    return axis(x), axis(y)
+
+
+def expand_axes(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """[..., K, size] factors -> [..., K, size, size] heatmaps (the same float32 products as `encode`)."""
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def encode(points: np.ndarray | torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """[K, 2] heatmap-pixel points -> [K, size, size] float32 Gaussians (zero map if outside).
+
+    Same numbers as `encode_batch`, and as `expand_axes` of `encode_axes` (which it is).
+    """
+    gx, gy = encode_axes(points, size, sigma)
+    return torch.from_numpy(gy[:, :, None] * gx[:, None, :])
 
 
 def decode(heatmaps: torch.Tensor, method: Decode = "argmax_shift") -> torch.Tensor:

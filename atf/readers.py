@@ -47,6 +47,8 @@ class AnnotationSet:
     boxes: np.ndarray          # [N, 4] float32 left, top, right, bottom (NaN row when absent)
     box_sizes: np.ndarray      # [N] float32 (AFLW box_size column; NaN when absent)
     style: Style = "original"  # column style of the file it was read from; `write_csv` keeps it
+    rows: np.ndarray | None = None  # [N] 0-based data rows of `source` (None: 0..N-1); kept by `subset`,
+                               # so errors name the file's row and the crop cache finds a face's crop
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,7 +70,13 @@ class AnnotationSet:
         rows = np.arange(len(self))[idx]
         return replace(self, images=tuple(self.images[i] for i in rows), landmarks=self.landmarks[rows],
                        centers=self.centers[rows], scales=self.scales[rows], boxes=self.boxes[rows],
-                       box_sizes=self.box_sizes[rows])
+                       box_sizes=self.box_sizes[rows], rows=self.file_rows()[rows])
+
+    def file_rows(self) -> np.ndarray:
+        """[N] int64: the 0-based data row of `source` each face was read from."""
+        if self.rows is None:
+            return np.arange(len(self), dtype=np.int64)
+        return np.asarray(self.rows, dtype=np.int64)
 
     def with_landmarks(self, landmarks: np.ndarray) -> "AnnotationSet":
         """Same faces with other landmarks (e.g. predictions to write in the annotation layout)."""
@@ -149,10 +157,11 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
     if num_points is not None and k != num_points:
         raise AnnotationError(f"{path}: header has {k} points, scheme {scheme or '?'} expects {num_points}")
     fast = None if skip_rows else _fast_table(path, len(header))
+    file_rows = None
     if fast is not None:
         images, values = fast
     else:
-        images, values = _checked_table(path, header, style, set(skip_rows))
+        images, values, file_rows = _checked_table(path, header, style, set(skip_rows))
     n = len(images)
     col = {c: values[:, i] for i, c in enumerate(scalars)}
     lm = values[:, len(scalars):].reshape(n, k, 2)
@@ -176,7 +185,8 @@ def read_csv(path: str | Path, dataset: str = "", scheme: str = "",
         dataset=dataset, scheme=scheme, source=str(path), images=images,
         landmarks=lm.astype(f32), centers=np.asarray(centers, f32).reshape(n, 2),
         scales=np.asarray(scales, f32).reshape(n), boxes=boxes.astype(f32),
-        box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32), style=style)
+        box_sizes=np.asarray(col.get("box_size", np.full(n, np.nan)), f32), style=style,
+        rows=file_rows if skip_rows else None)
 
 
 def _fast_table(path: Path, width: int) -> tuple[tuple[str, ...], np.ndarray] | None:
@@ -201,17 +211,19 @@ def _fast_table(path: Path, width: int) -> tuple[tuple[str, ...], np.ndarray] | 
     return tuple(names.tolist()), values
 
 
-def _checked_table(path: Path, header: list[str], style: Style,
-                   skip: set[int] = frozenset()) -> tuple[tuple[str, ...], np.ndarray]:
-    """Row-by-row reader that reports the first bad row (1-based) and column; `skip` rows are dropped."""
+def _checked_table(path: Path, header: list[str], style: Style, skip: set[int] = frozenset()
+                   ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Row-by-row reader that reports the first bad row (1-based) and column; `skip` rows are dropped.
+    Also returns the 0-based data row of each kept face."""
     try:
         with path.open(newline="") as f:
             rows = list(csv.reader(f))[1:]
     except (UnicodeDecodeError, csv.Error) as e:
         raise AnnotationError(f"{path}: not a readable CSV ({e})") from None
     rows = [r for r in rows if r]   # blank lines carry no face
+    kept = np.array([i for i in range(len(rows)) if i + 1 not in skip], dtype=np.int64)
     if skip:
-        rows = [r for i, r in enumerate(rows, start=1) if i not in skip]
+        rows = [rows[i] for i in kept]
     width = len(header)
     for r, row in enumerate(rows):
         if len(row) != width:
@@ -219,7 +231,7 @@ def _checked_table(path: Path, header: list[str], style: Style,
         if not row[0].strip():
             raise AnnotationError(f"{path}: row {r + 1}: empty {_NAME_COLUMN[style]}")
     values = _floats([row[1:] for row in rows], header[1:], path).reshape(len(rows), width - 1)
-    return tuple(row[0].strip() for row in rows), values
+    return tuple(row[0].strip() for row in rows), values, kept
 
 
 def _floats(cells: list[list[str]], columns: list[str], path: Path) -> np.ndarray:

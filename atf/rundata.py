@@ -9,6 +9,7 @@ split. Scoring lives in `atf.evaluate`.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from atf import datasets, keys, transforms
-from atf.config import RunConfig
+from atf import cropcache, datasets, keys, transforms
+from atf.config import RunConfig, crop_cache_on
 from atf.data import LandmarkDataset, collate
 from atf.readers import AnnotationSet
 from atf.schemes import get_scheme
@@ -26,19 +27,30 @@ from atf.schemes import get_scheme
 __all__ = ["RunData"]
 
 
+def _log(msg: str) -> None:
+    """Crop-cache lines (a build takes a while, once): on stderr, where a trial's log shows them."""
+    print(f"atf: {msg}", file=sys.stderr, flush=True)
+
+
 class RunData:
     """Splits, schemes and torch datasets of every dataset a run touches."""
 
-    def __init__(self, cfg: RunConfig, skip: dict[str, set[int]] | None = None, splits: bool = True) -> None:
-        """`splits=False`: test sets only (`atf-eval CHECKPOINT` reads no training file)."""
+    def __init__(self, cfg: RunConfig, skip: dict[str, set[int]] | None = None, splits: bool = True,
+                 cache_workers: int = 1) -> None:
+        """`splits=False`: test sets only (`atf-eval CHECKPOINT` reads no training file).
+        `cache_workers`: processes that build a missing crop cache (data.crop_cache)."""
         self.cfg = cfg
         self.skip = skip or {}  # csv path -> bad data rows to leave out (atf.datacheck, data.bad_rows: skip)
         self.notes: list[str] = []
         self.skipped = 0
         self._train: dict[str, AnnotationSet] = {}
+        self._full: dict[str, AnnotationSet] = {}   # each train file as read: what its crop cache holds
         self._val: dict[str, AnnotationSet | None] = {}
-        self._sets: dict[tuple[str, bool], LandmarkDataset] = {}  # built once: image caches live here
+        self._sets: dict[tuple[str, bool], LandmarkDataset] = {}  # built once per run
+        self._crops: dict[tuple[str, str], cropcache.CropCache] = {}
+        self.cache_workers = max(1, int(cache_workers))
         datasets.apply_registry(cfg.data)  # user YAML schemes/datasets (a novel dataset, no code)
+        self.crop_cache = crop_cache_on(cfg.data.crop_cache, datasets.data_provenance(cfg.data))
         names = [*cfg.datasets, *([cfg.novel] if cfg.novel else [])]
         if not splits:
             return
@@ -76,7 +88,7 @@ class RunData:
     def _split(self, name: str) -> None:
         """Train split; a selected head's also minus a seeded validation share (module docstring)."""
         cfg = self.cfg.data
-        full = self.load(name, "train")
+        full = self._full[name] = self.load(name, "train")
         rng = np.random.default_rng([self.cfg.seed, zlib.crc32(name.encode())])
         order = rng.permutation(len(full.images))
         if cfg.max_train:
@@ -94,20 +106,60 @@ class RunData:
 
     # -- torch datasets -------------------------------------------------------------------------
     def dataset(self, name: str, aset: AnnotationSet, train: bool, augment: bool | None = None,
-                crop: str | None = None) -> LandmarkDataset:
-        """Torch dataset of `aset`; augmented when `train` (unless `augment` is False)."""
+                crop: str | None = None, full: AnnotationSet | None = None, cached: bool = True) -> LandmarkDataset:
+        """Torch dataset of `aset`; augmented when `train` (unless `augment` is False).
+
+        With the crop cache on, its pixels come from the cache of `full`, the file `aset` was cut
+        from: a training file's (augment view, which its validation share reads too), or a test
+        file's (exact view: the very crops the photos give).
+        """
         cfg = self.cfg
         augment = train if augment is None else augment
+        crops = None
+        if cached and self.crop_cache:
+            crops = self.crops(name, full if full is not None else aset, crop or cfg.data.crop,
+                               view="augment" if full is not None else "exact")
         return LandmarkDataset(
             aset, self.images_dir(name), self.scheme(name).flip_perm, cfg.input_size,
             augment=cfg.augment if augment else None, crop=crop or cfg.data.crop, crop_margin=cfg.data.crop_margin,
             heatmap_size=cfg.heatmap_size if cfg.model.backbone != "ocn" else None,
-            sigma=cfg.sigma(name), seed=cfg.seed, skip_unreadable=cfg.data.skip_unreadable,
-            cache_images=cfg.data.cache_images)
+            sigma=cfg.sigma(name), seed=cfg.seed, skip_unreadable=cfg.data.skip_unreadable, crops=crops)
+
+    def crops(self, name: str, full: AnnotationSet, crop: str, view: str) -> cropcache.CropCache:
+        """The crop cache of a whole annotation file: opened, or built on first use (atf.cropcache)."""
+        key = (full.source, f"{view}:{crop}")
+        if key not in self._crops:
+            cfg = self.cfg
+            plain = self.dataset(name, full, train=False, crop=crop, cached=False)
+            geometry = (cropcache.augment_geometry(cfg.augment, crop, cfg.data.crop_margin, cfg.input_size)
+                        if view == "augment" else cropcache.exact_geometry(crop, cfg.data.crop_margin, cfg.input_size))
+            self._crops[key] = cropcache.ensure(plain, geometry, self.cache_dir, self.cache_workers, log=_log)
+        return self._crops[key]
+
+    def crop_caches(self) -> list[cropcache.CropCache]:
+        """The crop caches this run has opened so far."""
+        return list(self._crops.values())
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.data.cache_dir).expanduser() if self.cfg.data.cache_dir else cropcache.default_cache_dir()
+
+    def prepare_crops(self, tests: bool = True) -> int:
+        """Open or build every crop cache this run will read (train files, then test files); returns
+        how many. The sweep's driver calls it before any trial starts, so trials only open them."""
+        if not self.crop_cache:
+            return 0
+        for name in self._train:
+            self.crops(name, self._full[name], self.cfg.data.crop, "augment")
+        for head in self.cfg.selected_heads if tests else ():
+            self.test_sets(head)
+            if keys.PROTOCOL_OCN in self.cfg.protocols:
+                self.test_sets(head, protocol=keys.PROTOCOL_OCN)
+        return len(self._crops)
 
     def mean_crop_coords(self, name: str) -> np.ndarray:
         """Mean training shape [K, 2] in crop units of the un-augmented crop (no image is read)."""
-        ds = self.dataset(name, self._train[name], train=False)
+        ds = self.dataset(name, self._train[name], train=False, cached=False)
         identity = transforms.AugmentParams.identity()
         pts = [transforms.transform_points(ds.aset.landmarks[i], ds.affine(i, identity)) for i in range(len(ds))]
         return transforms.input_px_to_crop(np.mean(pts, axis=0), self.cfg.input_size).astype(np.float32)
@@ -118,7 +170,8 @@ class RunData:
         key = (name, train, augment)
         if key not in self._sets:
             aset = self._train[name] if train else self._val[name]
-            self._sets[key] = self.dataset(name, aset, train=train, augment=augment) if aset is not None else None
+            self._sets[key] = (self.dataset(name, aset, train=train, augment=augment, full=self._full[name])
+                               if aset is not None else None)
         return self._sets[key]
 
     def val_set(self, name: str) -> LandmarkDataset | None:
@@ -141,7 +194,7 @@ class RunData:
             aset = self.load(name, "test", subset)
             if self.cfg.data.max_test and len(aset.images) > self.cfg.data.max_test:
                 aset = aset.subset(np.arange(self.cfg.data.max_test))
-            out[subset] = self.dataset(name, aset, train=False, crop=crop)
+            out[subset] = self.dataset(name, aset, train=False, crop=crop)   # a capped set: the cache of its rows
         return out
 
     def train_loader(self, names: tuple[str, ...], plan: list[tuple[int, np.ndarray]], epoch: int,
@@ -169,3 +222,10 @@ class _Multi(Dataset):
         ds = self.sets[d]
         ds.set_epoch(epoch)
         return ds[i]
+
+    def __getitems__(self, keys: list[tuple[int, int, int]]) -> dict:
+        """A batch of the plan (one dataset, one epoch), made whole by that dataset."""
+        epoch, d, _ = keys[0]
+        ds = self.sets[d]
+        ds.set_epoch(epoch)
+        return ds.__getitems__([i for _, _, i in keys])

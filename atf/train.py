@@ -38,6 +38,7 @@ import torch
 from atf import keys
 from atf.checkpoint import load_checkpoint, load_resumable, rng_state, save_checkpoint, set_rng_state
 from atf.config import ConfigError, RunConfig, from_dict, to_dict
+from atf.data import batch_inputs, batch_targets
 from atf.datacheck import PROBLEMS_FILE
 from atf.datacheck import enforce as enforce_data_policy
 from atf.device import pick_device
@@ -125,7 +126,8 @@ class _Run:
         self.ckpt_dir = self.out / "checkpoints"
         check_pretrained(cfg.model.backbone, cfg.model.pretrained)   # before any data is read
         skip = enforce_data_policy(cfg, self.out)  # bad rows: refused naming them, or skipped and listed
-        self.data = RunData(cfg, skip)
+        # a missing crop cache is built with the CPUs this process was given (atf.threads' plan)
+        self.data = RunData(cfg, skip, cache_workers=torch.get_num_threads() + cfg.data.num_workers)
         if skip:
             self.data.notes.append(f"data.bad_rows=skip: {sum(map(len, skip.values()))} bad row(s) skipped "
                                    f"(listed in {PROBLEMS_FILE})")
@@ -206,8 +208,8 @@ class _Run:
             self.data.skipped += len(batch["skipped"])  # counted here: collate runs in the workers
             if "image" not in batch:  # every sample of the batch was unreadable and skipped
                 continue
-            x = batch["image"].to(self.device, non_blocking=True)
-            gt = batch["heatmap" if self.model.kind == "heatmap" else "coords"].to(self.device, non_blocking=True)
+            x = batch_inputs(batch, self.device, non_blocking=True)
+            gt = batch_targets(batch, self.model.kind, self.device, non_blocking=True)
             heads = stage.datasets if stage.mixed else (name,)
             outputs = self.model(x, heads=list(heads))
             target = self.cfg.target if stage.name == "main" else name

@@ -28,7 +28,7 @@ from atf.config import AugmentConfig
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "AugmentParams", "crop_box", "sample_params", "build_affine",
     "OCN_TEST_ENLARGE", "ocn_test_affine",
-    "invert_affine", "warp", "transform_points", "flip_points", "color_jitter", "normalize",
+    "invert_affine", "compose_affine", "warp", "transform_points", "flip_points", "color_jitter", "normalize",
     "crop_to_input_px", "input_px_to_crop", "to_original",
 ]
 
@@ -155,6 +155,14 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, dtype=np.float64))
 
 
+def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine `a` after `b`: x -> a(b(x)) (float64)."""
+    out = np.empty((2, 3), dtype=np.float64)
+    out[:, :2] = a[:, :2] @ b[:, :2]
+    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
+    return out
+
+
 def _prefilter(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-downscale the region the crop reads when the warp shrinks by more than 2x.
 
@@ -188,12 +196,18 @@ def _prefilter(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray,
     return small, m2
 
 
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
 def warp(image: np.ndarray, m: np.ndarray, size: int, border: Literal["constant", "replicate"] = "constant",
          antialias: bool = True) -> np.ndarray:
     """Resample `image` into the S x S crop (bilinear; area-prefiltered when shrinking > 2x).
 
-    Default border: constant black, as the HRNet crop pads.
+    Default border: constant black, as the HRNet crop pads. An S x S image under the identity (a
+    crop cache's exact view) is copied, not resampled.
     """
+    if image.shape[:2] == (size, size) and np.abs(np.asarray(m) - _IDENTITY).max() < 1e-9:
+        return np.array(image)
     mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
     src, mm = _prefilter(image, np.asarray(m, dtype=np.float64), size) if antialias else (image, m)
     return cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)

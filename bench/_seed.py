@@ -132,7 +132,7 @@ def synth_root(data: str | None, cache: Path, scale: float = 0.01) -> Path:
 TINY_SWEEP = """
 name: {name}
 base:
-  data: {{root: {root}, max_train: {max_train}, max_test: 16, cache_images: true}}
+  data: {{root: {root}, max_train: {max_train}, max_test: 16}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: {epochs}, batch_size: 16}}
   seed: {seed0}

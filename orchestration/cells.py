@@ -7,7 +7,7 @@ runs) gets the same id, and a finished cell is found and reused instead of
 being trained twice.
 
 Left out of the hash, because they do not change results:
-- `device`, `data.num_workers`, `data.cache_images`: where/how fast, not what;
+- `device`, `data.num_workers`, `data.cache_dir`: where/how fast, not what;
 - `data.root`, `data.paths`, `data.registry`: file locations differ per machine;
   the data itself is identified by its provenance string (`atf.data` tag),
   e.g. "real" or "synthetic(scale=0.02,seed=0)".
@@ -25,7 +25,7 @@ import json
 from typing import Any, Iterable
 
 from atf import keys
-from atf.config import RunConfig, to_dict
+from atf.config import RunConfig, crop_cache_on, to_dict
 
 __all__ = [
     "TABLES", "ID_LENGTH", "identity_dict", "cell_id", "cell_tags", "table_list", "table_tag",
@@ -36,7 +36,7 @@ TABLES = keys.TABLES
 ID_LENGTH = 12
 
 _RUNTIME_ONLY = ("device",)
-_DATA_RUNTIME_ONLY = ("num_workers", "cache_images", "root", "paths", "registry")
+_DATA_RUNTIME_ONLY = ("num_workers", "cache_dir", "root", "paths", "registry")
 
 
 def data_provenance(cfg: RunConfig) -> str:
@@ -70,6 +70,12 @@ def identity_dict(cfg: RunConfig, provenance: str | None = None) -> dict[str, An
     if d["data"].get("bad_rows") == "refuse":  # the default: clean data trains alike; "skip" may drop rows
         d["data"].pop("bad_rows")
     d["data"]["provenance"] = data_provenance(cfg) if provenance is None else provenance
+    # the crop cache changes resampling, so it is part of a result; resolved ("auto" follows the
+    # provenance), and left out when off: cells trained from the photos keep their ids
+    if crop_cache_on(cfg.data.crop_cache, d["data"]["provenance"]):
+        d["data"]["crop_cache"] = "on"
+    else:
+        d["data"].pop("crop_cache")
     d["model"]["input_size"] = cfg.input_size
     d["model"]["heatmap_size"] = cfg.heatmap_size
     d["loss"]["kind"] = cfg.loss_kind

@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
                     __doc__.split("\n\n", 2)[1].replace("    ", "  ", 1).replace("\n    ", "\n  "))
     p.usage = usage
     p.add_argument("file", type=Path, help="sweep YAML (sweeps/*.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="print the cells it would run and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cells it would run and what they will cost (trials, images, FLOPs, hours on "
+                        "a measured device, loader cores), then exit")
+    p.add_argument("--cost-device", default=None, metavar="NAME",
+                   help="dry run: price the sweep on this device of orchestration/throughput.yaml (default: "
+                        "its first GPU, else its CPU measurement)")
     p.add_argument("--resume", action="store_true",
                    help="continue the last launch of this sweep (after the driver was killed)")
     p.add_argument("--rerun", action="store_true", help="run cells even when MLflow has them finished")
@@ -133,6 +138,22 @@ def _after(sweep: Sweep, summary: Any, uri: str, experiment: str) -> None:
     print(f"MLflow runs: {runs_url(uri, store.experiment_id)}" + (f"   (serve it first: {cmd})" if cmd else ""))
 
 
+def _print_cost(sweep: Sweep, cwd: Path, device: str | None) -> None:
+    """The dry run's closing lines (orchestration.cost); a cell it cannot price is said, not fatal."""
+    from orchestration.cost import sweep_cost_lines
+    from orchestration.sweepfile import resolve_paths, synth_for
+
+    def synth_of(cell):
+        spec = synth_for(cell.config, sweep.synth)
+        return (spec.scale, spec.seed) if spec is not None else None
+    try:
+        lines = sweep_cost_lines(sweep.cells(), lambda c: resolve_paths(c.config, cwd), synth_of, device)
+    except (ValueError, OSError) as e:   # an unknown dataset or scheme: preflight said so already
+        lines = [f"cost before it starts: not computed ({' '.join(str(e).split())})"]
+    print()
+    print("\n".join(lines))
+
+
 def _submit(argv: list[str]) -> int:
     from orchestration.jobs import submit
     return submit(argv, build_parser())
@@ -157,8 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sweep {sweep.name} ({args.file}): {len(sweep.cells())} cells"
                   + (f", {n_search} search samples" if n_search else ""))
             print(format_cells(sweep), flush=True)
-            return 0 if _preflight(sweep, cwd, uri, args.storage, False, args.scratch) else 2
+            ok = _preflight(sweep, cwd, uri, args.storage, False, args.scratch)
+            _print_cost(sweep, cwd, args.cost_device)
+            return 0 if ok else 2
         if not _preflight(sweep, cwd, uri, args.storage, True, args.scratch):
+            return 2
+        from atf.cropcache import CacheError
+        from orchestration.crops import prepare_sweep
+        try:
+            prepare_sweep(sweep.cells(), cwd)   # face-crop caches, before any trial starts
+        except CacheError as e:
+            print(f"atf-sweep: error: {e}", file=sys.stderr)
             return 2
         from orchestration.runner import SweepOptions, run_sweep
         opts = SweepOptions(

@@ -69,6 +69,17 @@ def test_bench_gpu_cpu_tiny(tmp_path, synth_root):
     assert [r[3] for r in table(out, "model | fastest step")] == ["n/a (no GPU)"] * 2
 
 
+def test_bench_loader_quick(tmp_path):
+    out = bench("bench_loader.py", "--quick", "--data", str(tmp_path / "photos"))
+    rows = table(out, "pipeline")
+    assert [(r[0].split(",")[0], r[1]) for r in rows] == [("OCN-112", "photos"), ("OCN-112", "crop cache"),
+                                                         ("HRNet-256", "photos"), ("HRNet-256", "crop cache")]
+    assert all(float(r[5]) > 0 for r in rows)                      # samples/s per core
+    assert [float(r[9]) > 0 for r in rows] == [False, True, False, True]   # the cache mapping is read
+    assert number(out, "ocn112 cached") > 0 and number(out, "hrnet256 cached") > 0
+    assert re.search(r"^ocn112 cached: \d+ samples/s/core", out, re.M)
+
+
 @pytest.mark.slow  # trains 4 processes; atf.threads is covered by test_threads.py, the trainer by test_train.py
 def test_bench_threads_quick(tmp_path, synth_root):
     out = bench("bench_threads.py", "--quick", "--data", str(synth_root), "--cache", str(tmp_path))

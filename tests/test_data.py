@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from atf import heatmaps, transforms
 from atf.config import AugmentConfig
-from atf.data import LandmarkDataset, UnreadableImageError, collate, flip_average
+from atf.data import LandmarkDataset, UnreadableImageError, batch_inputs, batch_targets, collate, flip_average
 from atf.readers import AnnotationSet
 
 PERM19 = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18])
@@ -115,12 +115,34 @@ def test_skip_unreadable_drops_and_counts(tmp_path):
     assert "image" not in only and only["skipped"].tolist() == [3]
 
 
-def test_cache_images_keeps_decoded_images(tmp_path):
-    aset = make_set(tmp_path, n=2)
-    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, cache_images=True)
-    first = ds[0]["image"]
-    (tmp_path / "images" / "img_0.png").unlink()
-    torch.testing.assert_close(ds[0]["image"], first)
+@pytest.mark.parametrize("augment", [None, AUG, dataclasses.replace(AUG, color=0.0)], ids=["eval", "jitter", "u8"])
+def test_batched_layout_finishes_into_the_per_sample_numbers(tmp_path, augment):
+    """__getitems__ (uint8 images or jittered floats, heatmap factors) + batch_inputs/batch_targets give
+    bit for bit what collate() of __getitem__ gives: the loader's lean layout changes no number."""
+    aset = make_set(tmp_path, n=5)
+    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, augment=augment, heatmap_size=8, seed=1)
+    ds.set_epoch(2)
+    lean = ds.__getitems__([4, 0, 2])
+    ref = collate([ds[4], ds[0], ds[2]])
+    assert lean["image"].dtype == (torch.float32 if augment is AUG else torch.uint8)
+    assert "heatmap" not in lean and lean["heatmap_x"].shape == (3, 19, 8)
+    assert torch.equal(batch_inputs(lean), ref["image"])
+    assert torch.equal(batch_targets(lean, "heatmap"), ref["heatmap"])
+    for key in ("coords", "inverse", "index", "flipped"):
+        assert torch.equal(lean[key], ref[key]), key
+    # the DataLoader fetches whole batches through __getitems__, with workers too
+    got = next(iter(DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate)))
+    assert got["image"].dtype == lean["image"].dtype and torch.equal(got["index"], torch.tensor([0, 1, 2]))
+
+
+def test_batched_layout_skips_unreadable_images(tmp_path):
+    aset = make_set(tmp_path, n=3)
+    (tmp_path / "images" / "img_1.png").unlink()
+    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, skip_unreadable=True)
+    b = ds.__getitems__([0, 1, 2])
+    assert b["skipped"].tolist() == [1] and b["index"].tolist() == [0, 2] and b["image"].shape[0] == 2
+    assert "img_1.png" in b["skipped_reasons"][0]
+    assert "image" not in ds.__getitems__([1])
 
 
 def test_bad_flip_perm_is_refused(tmp_path):
@@ -185,20 +207,6 @@ def test_two_datasets_do_not_share_draws(tmp_path):
     da = LandmarkDataset(a, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
     db = LandmarkDataset(b, tmp_path / "images", PERM19, 32, augment=AUG, seed=0)
     assert not torch.equal(da[0]["coords"], db[0]["coords"])
-
-
-def test_bench_augment_quick_mode_prints_a_table(capsys, monkeypatch):
-    import importlib.util
-    import sys
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_augment.py"
-    spec = importlib.util.spec_from_file_location("bench_augment", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_augment", bench)  # dataclasses look their module up
-    monkeypatch.syspath_prepend(str(path.parent))  # bench/_machine.py, as when run as a script
-    spec.loader.exec_module(bench)
-    assert bench.main(["--quick", "--images", "4", "--sizes", "64", "--workers", "0", "--batch", "2"]) == 0
-    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| OCN") or r.startswith("| HRNet")]
-    assert len(rows) == 3 and all(float(r.split("|")[5]) > 0 for r in rows)
 
 
 # -- paper-protocol switches (issue 9) --------------------------------------------------------------

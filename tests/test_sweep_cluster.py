@@ -69,7 +69,7 @@ def one_cell(tmp_path: Path, root: Path, name: str) -> Path:
     p.write_text(f"""
 name: {name}
 base:
-  data: {{root: {root}, max_train: 16, max_test: 8, cache_images: true}}
+  data: {{root: {root}, max_train: 16, max_test: 8}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: 1, batch_size: 8}}
 tables: [I]
@@ -168,7 +168,7 @@ def cells_file(tmp_path: Path, root: Path, resources: str, n: int) -> Path:
     p.write_text(f"""
 name: multi
 base:
-  data: {{root: {root}, max_train: 12, max_test: 4, cache_images: true}}
+  data: {{root: {root}, max_train: 12, max_test: 4}}
   model: {{width_mult: 0.25, input_size: 32}}
   optim: {{epochs: 1, batch_size: 8}}
 resources: {resources}

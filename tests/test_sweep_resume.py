@@ -31,7 +31,7 @@ def test_killed_driver_then_resume(tmp_path, synth_root):
     p = tmp_path / "r.yaml"
     p.write_text(f"""
 base:
-  data: {{root: {synth_root}, max_train: 16, max_test: 8, cache_images: true}}
+  data: {{root: {synth_root}, max_train: 16, max_test: 8}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: 3, batch_size: 8}}
 max_concurrent: 1          # one at a time, so the kill lands between cells

@@ -18,7 +18,7 @@ from orchestration.sweepfile import load_sweep
 
 TINY = """
 base:
-  data: {{root: {root}, max_train: 16, max_test: 8, cache_images: true}}
+  data: {{root: {root}, max_train: 16, max_test: 8}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: {epochs}, batch_size: 8}}
 max_failures: 1

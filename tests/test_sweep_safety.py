@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP = """
 name: {name}
 base:
-  data: {{root: {root}, max_train: 16, max_test: 8, cache_images: true}}
+  data: {{root: {root}, max_train: 16, max_test: 8}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: {epochs}, batch_size: 8}}
 max_concurrent: 1

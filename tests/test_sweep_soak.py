@@ -22,7 +22,7 @@ from reports.collect import RunFilter, collect
 SWEEP = """
 name: soak
 base:
-  data: {{root: {root}, max_train: 16, max_test: 8, cache_images: true}}
+  data: {{root: {root}, max_train: 16, max_test: 8}}
   model: {{width_mult: 0.25, input_size: 48}}
   optim: {{epochs: {epochs}, batch_size: 8}}
 max_failures: 3

@@ -4,6 +4,7 @@
     atf-data sheet --data-root DIR --out sheet.png      contact sheet of samples with landmarks
     atf-data convert --format FMT SRC --out DIR         official native layout -> CSV layout
     atf-data check ROOT                                 every bad row, image and split file, one line each
+    atf-data cache --data-root DIR                      face-crop caches for fast loading of large photos
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COMMANDS = {
     "sheet": "atf.synth.cli:sheet_main",
     "convert": "atf.native:convert_main",
     "check": "atf.cli.data:check_main",
+    "cache": "atf.cli.cache:cache_main",
 }
 
 

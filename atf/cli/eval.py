@@ -33,7 +33,7 @@ EXAMPLES = """
   atf-eval best.pt --dataset aflw --subsets full --data-root /data/real
   atf-eval --pred predictions/landmarks.csv --gt data/wflw/face_landmarks_wflw_test.csv
 """
-CHECKPOINT_ONLY = ("subsets", "data_root", "flip", "device", "protocol")
+CHECKPOINT_ONLY = ("subsets", "data_root", "flip", "device", "protocol", "crop_cache")
 
 
 def match_rows(pred: AnnotationSet, gt: AnnotationSet, pred_name: str, gt_name: str) -> np.ndarray:
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_root(ck, "data root holding the test sets (default: the run's data.root)")
     ck.add_argument("--flip", action="store_true", help="test-time flip averaging")
     ck.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    ck.add_argument("--crop-cache", default=None, choices=("auto", "on", "off"),
+                    help="read the test faces through the crop cache (atf.cropcache; the same numbers, "
+                         "faster on large photos), or from the photos (default: the run's data.crop_cache)")
     ck.add_argument("--protocol", default=None, choices=("benchmark", "ocn"),
                     help="NME protocol (default benchmark: original pixels); ocn: the public OCN code's crop "
                          "units, the protocol of the paper's OCN numbers (docs/protocol.md)")
@@ -148,6 +151,8 @@ def score_checkpoint(a: argparse.Namespace) -> int:
     upd: dict[str, Any] = {"eval.flip_test": a.flip or cfg.eval.flip_test, "device": a.device}
     if a.data_root:
         upd["data.root"] = a.data_root
+    if a.crop_cache:
+        upd["data.crop_cache"] = {"on": True, "off": False}.get(a.crop_cache, "auto")
     cfg = override(cfg, upd)
     head = a.dataset or cfg.target
     if head not in state["heads"]:

@@ -17,12 +17,13 @@ no batch-norm); its "9.3M" parameters is not reproduced by any split we tried (t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["FlopCount", "count_params", "count_flops"]
+__all__ = ["FlopCount", "count_params", "count_flops", "count_call"]
 
 
 @dataclass(frozen=True)
@@ -43,23 +44,29 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 def count_flops(model: nn.Module, input_size: int | tuple[int, int], channels: int = 3) -> FlopCount:
     """Count one image's forward pass in eval mode (the model's train/eval state is restored)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, channels, h, w, device=param.device if param is not None else "cpu")
+    return count_call(model, lambda: model(x))
+
+
+def count_call(module: nn.Module, call: Callable[[], object]) -> FlopCount:
+    """Count what `call()` runs of `module` (its batch-norm layers hooked), in eval mode; e.g. a
+    trunk's `forward_features` and each head on its output separately (orchestration.cost)."""
     bn_elements = 0
 
     def on_bn(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
         nonlocal bn_elements
         bn_elements += out.numel()
 
-    hooks = [m.register_forward_hook(on_bn) for m in model.modules()
+    hooks = [m.register_forward_hook(on_bn) for m in module.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    was_training = model.training
-    model.eval()
+    was_training = module.training
+    module.eval()
     try:
-        param = next(model.parameters(), None)
-        x = torch.zeros(1, channels, h, w, device=param.device if param is not None else "cpu")
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
+            call()
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
+        module.train(was_training)
     return FlopCount(macs=counter.get_total_flops() // 2, norm_ops=2 * bn_elements)

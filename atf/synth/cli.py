@@ -51,6 +51,9 @@ def synth_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default=",".join(presets()), help="comma-separated: wflw,300w,cofw,aflw")
     ap.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 1),
                     help="processes rendering images (the output does not depend on it)")
+    ap.add_argument("--image-size", type=_positive_int, default=0, metavar="PX",
+                    help="side of every image (default: 176; real benchmark photos are about 1024, which "
+                         "the loader bench renders)")
     ap.add_argument("--force", action="store_true", help="replace a folder holding another dataset")
     ap.add_argument("--skip-existing", action="store_true", help="do nothing when DIR holds this dataset")
     args = ap.parse_args(argv)
@@ -58,7 +61,7 @@ def synth_main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         marker = generate(args.out, args.scale, args.seed, names, workers=args.workers, force=args.force,
-                          skip_existing=args.skip_existing)
+                          skip_existing=args.skip_existing, image_size=args.image_size)
     except (SynthError, PresetError) as e:
         print(f"atf-data synth: error: {e}", file=sys.stderr)
         return 2

@@ -24,10 +24,12 @@ from atf.synth import geometry, presets
 from atf.synth.geometry import deform, project, scheme_points3d, silhouette_jaw
 from atf.synth.render import place, render_face
 
-__all__ = ["GENERATOR", "VERSION", "SynthError", "generate", "plan", "read_marker", "make_sample"]
+__all__ = ["GENERATOR", "VERSION", "SynthError", "generate", "plan", "read_marker", "make_sample",
+           "expected_counts"]
 
 GENERATOR = "synthface"
 VERSION = 1
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 64, 4096   # --image-size: real benchmark photos are ~1024 px and more
 
 
 class SynthError(ValueError):
@@ -41,6 +43,7 @@ class Job:
     index: int
     flags: tuple[bool, ...]
     seed: int
+    image_size: int = 0     # square image side in pixels; 0 = presets.yaml's (176)
 
     @property
     def image_name(self) -> str:
@@ -52,7 +55,7 @@ def _key(*parts: object) -> list[int]:
     return [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
 
 
-def plan(scale: float, seed: int, names: Sequence[str]) -> list[Job]:
+def plan(scale: float, seed: int, names: Sequence[str], image_size: int = 0) -> list[Job]:
     """All images to draw, in output order, with their attribute flags."""
     jobs = []
     for name in names:
@@ -61,7 +64,8 @@ def plan(scale: float, seed: int, names: Sequence[str]) -> list[Job]:
             n = presets.scaled_count(group.count, scale)
             rng = np.random.default_rng(_key(seed, name, group.name, "flags"))
             flags = presets.group_flags(group, n, scale, rng)
-            jobs += [Job(name, group.name, i, tuple(bool(v) for v in flags[i]), seed) for i in range(n)]
+            jobs += [Job(name, group.name, i, tuple(bool(v) for v in flags[i]), seed, image_size)
+                     for i in range(n)]
     return jobs
 
 
@@ -76,7 +80,7 @@ def make_sample(job: Job) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(_key(job.seed, job.preset, job.group, job.index))
     face = presets.sample_face(rng, group, np.array(job.flags))
     curves = silhouette_jaw(deform(face), face)
-    size = int(st["image_size"])
+    size = int(job.image_size or st["image_size"])
     posed = {k: project(v, face) for k, v in curves.items()}
     pl = place(posed, size, float(rng.uniform(*st["face_fraction"])), rng)
     pts3d = scheme_points3d(curves, cal.schemes[preset.scheme], rng)
@@ -117,9 +121,12 @@ def read_marker(out: Path) -> dict | None:
         return None
 
 
-def _check_args(scale: float, names: Sequence[str], workers: int) -> None:
+def _check_args(scale: float, names: Sequence[str], workers: int, image_size: int = 0) -> None:
     if not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
         raise SynthError(f"scale must be a positive number, got {scale!r}")
+    if image_size and not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise SynthError(f"image_size must be 0 (the default) or in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], "
+                         f"got {image_size!r}")
     if workers < 1:
         raise SynthError(f"workers must be >= 1, got {workers!r}")
     if not names:
@@ -148,23 +155,28 @@ def _progress(total: int):
 
 
 def generate(out: Path, scale: float, seed: int, presets: Sequence[str] | None = None, workers: int = 1,
-             force: bool = False, skip_existing: bool = False) -> dict:
+             force: bool = False, skip_existing: bool = False, image_size: int = 0) -> dict:
     """Write the SynthFace benchmark under `out`; returns the marker dict.
 
     `skip_existing` returns the existing marker when `out` already holds the same dataset; a folder
     holding anything else is refused unless `force` (which replaces the preset folders and marker).
+    `image_size` renders every image at that side instead of the default 176 px (the face keeps its
+    share of the image), e.g. 1024 for real benchmark sizes in the loader bench; the marker then
+    records it, and the data provenance names it.
     """
     from atf.synth import presets as _presets
     names = list(presets) if presets is not None else list(_presets.presets())
-    _check_args(scale, names, workers)
+    _check_args(scale, names, workers, image_size)
     names = [n for n in _presets.presets() if n in names]  # canonical order: the data does not depend on it
     out = Path(out)
     want = {"generator": GENERATOR, "version": VERSION, "scale": float(scale), "seed": int(seed),
             "presets": names}
+    if image_size and image_size != int(_presets.settings()["image_size"]):
+        want["image_size"] = int(image_size)   # only when not the default: older markers stay the same data
     have = _prepare_folder(out, want, force, skip_existing)
     if have is not None:
         return have
-    jobs = plan(scale, seed, names)
+    jobs = plan(scale, seed, names, int(want.get("image_size", 0)))
     rows = _render_all(jobs, out, workers)
     marker = {**want, "counts": _write_csvs(out, names, rows)}
     (out / keys.SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
@@ -177,7 +189,8 @@ def _prepare_folder(out: Path, want: dict, force: bool, skip_existing: bool) -> 
         raise SynthError(f"{out}: output path exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         have = read_marker(out)
-        same = have is not None and all(have.get(k) == v for k, v in want.items())
+        same = have is not None and all(have.get(k) == v for k, v in want.items()) \
+            and have.get("image_size") == want.get("image_size")
         if same and skip_existing:
             return have
         if not force:
@@ -217,6 +230,26 @@ def _render_all(jobs: list[Job], out: Path, workers: int) -> dict[tuple[str, str
     return rows
 
 
+def _select(rows: dict[tuple[str, str], list[dict]], name: str, sources: Sequence[str]) -> list[dict]:
+    """The rows of one CSV: its "group" or "group:attribute" sources, in order."""
+    selected = []
+    for src in sources:
+        group, _, attr = src.partition(":")
+        selected += [r for r in rows[(name, group)] if not attr or r["flags"][attr]]
+    return selected
+
+
+def expected_counts(scale: float, seed: int, names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Rows per dataset and file suffix that `generate` writes, without drawing an image (the
+    marker's "counts"; `atf-sweep --dry-run` sizes a sweep on data it has not generated yet)."""
+    names = [n for n in presets.presets() if names is None or n in names]
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for job in plan(scale, seed, names):
+        rows.setdefault((job.preset, job.group), []).append({"flags": dict(zip(keys.WFLW_ATTRIBUTES, job.flags))})
+    return {name: {suffix: len(_select(rows, name, sources)) for suffix, sources in presets.get_preset(name).files}
+            for name in names}
+
+
 def _write_csvs(out: Path, names: list[str], rows: dict[tuple[str, str], list[dict]]) -> dict[str, dict[str, int]]:
     """Each preset's annotation CSVs (with and without boxes); the row count per file suffix."""
     from atf.synth import csvio  # pandas-backed writer: imported here, not in the worker processes
@@ -225,10 +258,7 @@ def _write_csvs(out: Path, names: list[str], rows: dict[tuple[str, str], list[di
         preset = presets.get_preset(name)
         counts[name] = {}
         for suffix, sources in preset.files:
-            selected = []
-            for src in sources:
-                group, _, attr = src.partition(":")
-                selected += [r for r in rows[(name, group)] if not attr or r["flags"][attr]]
+            selected = _select(rows, name, sources)
             for with_box in (False, True):
                 path = out / name / csvio.file_name(name, suffix, with_box)
                 csvio.write_rows(name, preset.scheme, selected, path, with_box)
