@@ -183,13 +183,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if ok else 2
         if not _preflight(sweep, cwd, uri, args.storage, True, args.scratch):
             return 2
-        from atf.cropcache import CacheError
-        from orchestration.crops import prepare_sweep
-        try:
-            prepare_sweep(sweep.cells(), cwd)   # face-crop caches, before any trial starts
-        except CacheError as e:
-            print(f"atf-sweep: error: {e}", file=sys.stderr)
-            return 2
         from orchestration.runner import SweepOptions, run_sweep
         opts = SweepOptions(
             address=args.address or os.environ.get("RAY_ADDRESS") or None,

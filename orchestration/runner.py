@@ -501,6 +501,7 @@ def run_sweep(sweep: Sweep, opts: SweepOptions) -> SweepSummary:
         drive.signals.install()
         drive.claims.start()
         todo = _reuse_finished(drive, cells)
+        _prepare_crops(todo, cwd)
         linked = _train_or_link(drive, todo)
         _finish(drive, todo, linked)
         return summary
@@ -535,6 +536,16 @@ def _close_parent(drive: _Drive, reason: str, status: str) -> None:
         drive.store.close_parent(drive.parent, False, known, status=status, error=reason)
         drive.launch.data["closed"] = status
         drive.launch.save()
+
+
+def _prepare_crops(cells: list[Cell], cwd: Path) -> None:
+    """The face-crop caches of the cells to train, built here once rather than by every trial."""
+    from atf.cropcache import CacheError
+    from orchestration.crops import prepare_sweep
+    try:
+        prepare_sweep(cells, cwd)
+    except CacheError as e:
+        raise SweepError(str(e)) from None
 
 
 def _reuse_finished(drive: _Drive, cells: list[Cell]) -> list[Cell]:
