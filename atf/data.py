@@ -165,8 +165,10 @@ class LandmarkDataset(Dataset):
     def _unreadable(self, index: int) -> str:
         return f"cannot read image {self.image_path(index)} ({_row_label(self.aset, index)})"
 
-    def _draw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, transforms.AugmentParams] | None:
-        """(uint8 crop [S, S, 3], coords [K, 2] crop units, affine photo -> input, params) or None."""
+    def _draw(self, index: int, out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, transforms.AugmentParams] | None:
+        """(uint8 crop [S, S, 3] (written into `out` when given), coords [K, 2] crop units, affine
+        photo -> input, params), or None for an unreadable image in skip mode."""
         pixels, back = self._pixels(index)
         if pixels is None:
             if self.skip_unreadable:
@@ -175,7 +177,7 @@ class LandmarkDataset(Dataset):
         params = transforms.sample_params(self.augment, self.rng(index))
         m = self.affine(index, params)
         src_m = m if back is None else transforms.compose_affine(m, back)
-        crop = transforms.warp(pixels, src_m, self.input_size, self.border)
+        crop = transforms.warp(pixels, src_m, self.input_size, self.border, out=out)
         pts = transforms.transform_points(self.aset.landmarks[index], m)
         if params.flip:
             pts = transforms.flip_points(pts, self.flip_perm)
@@ -213,9 +215,12 @@ class LandmarkDataset(Dataset):
         where the model runs): images uint8 [B, S, S, 3] (float [B, 3, S, S] under colour jitter),
         heatmap targets as their two factors `heatmap_x`/`heatmap_y` [B, K, h]. Per sample a
         quarter (images) and 1/32 (98 heatmaps of 64 px) of `collate`'s bytes, for the same numbers."""
+        s = self.input_size
+        images = None if self._float_pixels else _batch_buffer((len(indices), s, s, 3), torch.uint8)
+        slots = images.numpy() if images is not None else None
         drawn, skipped = [], []
-        for i in indices:
-            d = self._draw(int(i))
+        for i in indices:   # uint8 crops are warped straight into their slot of the batch
+            d = self._draw(int(i), out=slots[len(drawn)] if slots is not None else None)
             if d is None:
                 skipped.append(int(i))
             else:
@@ -223,25 +228,28 @@ class LandmarkDataset(Dataset):
         batch = _empty_batch(skipped, [self._unreadable(i) for i in skipped], [i for i, _ in drawn])
         if not drawn:
             return batch
-        s = self.input_size
         if self._float_pixels:
             batch["image"] = torch.from_numpy(np.stack([self._float_image(c, p) for _, (c, _, _, p) in drawn]))
         else:
-            images = np.empty((len(drawn), s, s, 3), dtype=np.uint8)
-            for j, (_, (crop, _, _, _)) in enumerate(drawn):
-                images[j] = crop
-            batch["image"] = torch.from_numpy(images)
+            batch["image"] = images[:len(drawn)]
         coords = np.stack([d[1] for _, d in drawn])
         batch["coords"] = torch.from_numpy(coords)
         batch["inverse"] = torch.from_numpy(np.stack([transforms.invert_affine(d[2]) for _, d in drawn])
                                             .astype(np.float32))
         batch["flipped"] = torch.tensor([d[3].flip for _, d in drawn])
-        if self.heatmap_size:
-            axes = [heatmaps.encode_axes(heatmaps.crop_to_hm(c, self.heatmap_size), self.heatmap_size, self.sigma)
-                    for c in coords]
-            batch["heatmap_x"] = torch.from_numpy(np.stack([a[0] for a in axes]))
-            batch["heatmap_y"] = torch.from_numpy(np.stack([a[1] for a in axes]))
+        if self.heatmap_size:   # one call for the batch: elementwise, so the same floats as per sample
+            h = self.heatmap_size
+            gx, gy = heatmaps.encode_axes(heatmaps.crop_to_hm(coords, h).reshape(-1, 2), h, self.sigma)
+            batch["heatmap_x"] = torch.from_numpy(gx.reshape(len(drawn), -1, h))
+            batch["heatmap_y"] = torch.from_numpy(gy.reshape(len(drawn), -1, h))
         return batch
+
+
+def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A batch tensor; inside a DataLoader worker made in shared memory at once, so handing it to
+    the main process copies nothing (as torch's default_collate does)."""
+    out = torch.empty(shape, dtype=dtype)
+    return out.share_memory_() if torch.utils.data.get_worker_info() is not None else out
 
 
 def _file_rows(aset: AnnotationLike) -> np.ndarray:

@@ -200,17 +200,21 @@ _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def warp(image: np.ndarray, m: np.ndarray, size: int, border: Literal["constant", "replicate"] = "constant",
-         antialias: bool = True) -> np.ndarray:
+         antialias: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """Resample `image` into the S x S crop (bilinear; area-prefiltered when shrinking > 2x).
 
     Default border: constant black, as the HRNet crop pads. An S x S image under the identity (a
-    crop cache's exact view) is copied, not resampled.
+    crop cache's exact view) is copied, not resampled. `out`: an [S, S, C] array to write into (a
+    slot of a batch in shared memory), returned.
     """
     if image.shape[:2] == (size, size) and np.abs(np.asarray(m) - _IDENTITY).max() < 1e-9:
-        return np.array(image)
+        if out is None:
+            return np.array(image)
+        np.copyto(out, image)
+        return out
     mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
     src, mm = _prefilter(image, np.asarray(m, dtype=np.float64), size) if antialias else (image, m)
-    return cv2.warpAffine(src, mm, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+    return cv2.warpAffine(src, mm, (size, size), dst=out, flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:

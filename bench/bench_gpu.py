@@ -130,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=600, help="images per input-pipeline timing")
     p.add_argument("--data", default=str(ROOT / "data" / "synth"), help="SynthFace root (generated if absent)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "atf-bench-stores")
+    p.add_argument("--write-throughput", action="store_true",
+                   help="record the fastest step per model as this GPU's entry of orchestration/throughput.yaml "
+                        "(what atf-sweep --dry-run prices sweeps with)")
     a = p.parse_args(argv)
+    if a.write_throughput and (a.tiny or a.device == "cpu"):
+        raise SystemExit("bench_gpu: --write-throughput records a GPU at the table configs: not with --tiny or cpu")
     import torch
     from _machine import machine_line
     from _seed import synth_root
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         need = math.ceil(best[case.label][0] / per_worker) if per_worker > 0 else 0
         for w, r in rates.items():
             print(f"| {case.label} | {w} | {r:.1f} | {need} |", flush=True)
+    if a.write_throughput:
+        _record(cases, best, device)
     print("\n| model | fastest step images/s | peak + context (GiB) | trials per GPU |")
     print("|---|---:|---:|---:|")
     for case in cases:
@@ -186,6 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"| {case.label} | {ips:.1f} | n/a | n/a (no GPU) |")
     return 0
+
+
+def _record(cases, best: dict, device) -> None:
+    """The fastest step of each model, with its forward FLOPs, into orchestration/throughput.yaml."""
+    import torch
+    from _machine import machine_line
+
+    from atf.config import ModelConfig
+    from atf.models import build_model, count_flops
+    from orchestration.cost import record_device
+    models = {}
+    for case in cases:
+        net = build_model(ModelConfig(backbone=case.backbone, width_mult=case.width_mult), {"target": 98},
+                          case.input_size)
+        models[case.backbone] = {"images_per_s": round(best[case.label][0], 1), "input_size": case.input_size,
+                                 "batch": case.batch, "forward_flops": int(count_flops(net, case.input_size).flops),
+                                 "note": "fastest of AMP and channels-last on/off"}
+    name = f"GPU: {torch.cuda.get_device_name(device)}"
+    print(f"\nrecorded as {name!r} in {record_device(name, 'gpu', models, 'bench/bench_gpu.py', machine_line())}")
 
 
 if __name__ == "__main__":

@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from atf.config import ModelConfig
-from atf.losses import landmark_loss
-from atf.models import build_model, count_params
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # orchestration.cost, run as a script
+
+from atf.config import ModelConfig  # noqa: E402
+from atf.losses import landmark_loss  # noqa: E402
+from atf.models import build_model, count_params  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-throughput", action="store_true",
+                        help="record these images/s as this machine's entry of orchestration/throughput.yaml "
+                             "(what atf-sweep --dry-run prices sweeps with)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,10 +107,31 @@ def main(argv: list[str] | None = None) -> None:
           f"load average at start {os.getloadavg()[0]:.1f}\n")
     print("| model | params | batch | device | s/step | images/s |")
     print("|---|---|---|---|---|---|")
+    models = {}
     for case in CASES:
         ips, sec, params = bench(case, device, warmup, iters, args.seed)
         print(f"| {case.label} | {params / 1e6:.3f}M | {case.batch} | {device.type} | {sec:.3f} | {ips:.1f} |",
               flush=True)
+        models[case.backbone] = {"images_per_s": round(ips, 2), "forward_flops": forward_flops(case),
+                                 "input_size": case.input_size, "batch": case.batch}
+    if args.write_throughput:
+        if args.quick:
+            raise SystemExit("bench_train_step: --write-throughput needs a full run, not --quick")
+        from orchestration.cost import record_device
+        name = (f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda"
+                else f"CPU: {cpu_model()}, {os.cpu_count()} cores")
+        path = record_device(name, "gpu" if device.type == "cuda" else "cpu", models, "bench/bench_train_step.py",
+                             f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                             f"{torch.get_num_threads()} threads")
+        print(f"\nrecorded as {name!r} in {path}")
+
+
+def forward_flops(case: Case) -> int:
+    """FLOPs of one image's forward pass of the benchmarked model (atf.models.count_flops)."""
+    from atf.models import count_flops
+    model = build_model(ModelConfig(backbone=case.backbone, width_mult=case.width_mult), {"target": case.points},
+                        case.input_size)
+    return int(count_flops(model, case.input_size).flops)
 
 
 if __name__ == "__main__":
