@@ -222,17 +222,19 @@ def _seconds(c: CellCost, cfg: RunConfig, device: dict) -> tuple[float, float] |
 
 def sweep_cost_lines(cells: list, cfg_of: Callable[[Any], RunConfig],
                      synth_of: Callable[[Any], tuple[float, int] | None], device_name: str | None = None,
-                     table: dict | None = None) -> list[str]:
+                     table: dict | None = None, faces: Callable = None) -> list[str]:
     """The dry run's closing lines: per table and in total (a cell in two tables counts in each
     table's line, once in the total). `synth_of(cell)`: (scale, seed) of the SynthFace data a cell
-    will generate, None for data that must already be there."""
+    will generate, None for data that must already be there. `faces(cfg, name, synth)`: face
+    counts (default `face_counts`)."""
     table = table or load_throughput()
+    faces = faces or face_counts
     device = _device(table, device_name)
     costs = []
     for cell in cells:
         cfg, synth = cfg_of(cell), synth_of(cell)
         trials = cell.search.num_samples if cell.search else 1
-        costs.append((cell, cfg, cell_cost(cfg, trials, lambda n, cfg=cfg, synth=synth: face_counts(cfg, n, synth))))
+        costs.append((cell, cfg, cell_cost(cfg, trials, lambda n, cfg=cfg, synth=synth: faces(cfg, n, synth))))
     loader = (table.get("loader") or {}).get("per_core") or {}
     rows = [(f"table {t}", [x for x in costs if t in x[0].tables]) for t in keys.TABLES
             if any(t in x[0].tables for x in costs)]
