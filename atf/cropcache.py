@@ -184,11 +184,9 @@ def plan_rows(ds, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
 def _draw_image(task: tuple[str, str, str, list[tuple[int, list[float], int, int]]]) -> list[tuple[int, bool]]:
     """Worker: decode one photo, warp each of its faces into the pixels file at its offset."""
     import cv2
-
-    from atf.data import load_image
     cv2.setNumThreads(1)
     pixels_path, image_path, border, faces = task
-    img = load_image(Path(image_path))
+    img = transforms.load_image(Path(image_path))
     out = []
     mm = np.load(pixels_path, mmap_mode="r+") if img is not None else None
     for row, t, n, offset in faces:

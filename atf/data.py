@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -36,6 +35,7 @@ from torch.utils.data import Dataset
 from atf import heatmaps, transforms
 from atf.config import AugmentConfig
 from atf.cropcache import CropCache
+from atf.transforms import load_image
 
 __all__ = ["AnnotationLike", "LandmarkDataset", "UnreadableImageError", "collate", "flip_average",
            "load_image", "batch_inputs", "batch_targets"]
@@ -53,14 +53,6 @@ class AnnotationLike(Protocol):
 
 class UnreadableImageError(RuntimeError):
     """An image file is missing or cannot be decoded; the message names it and its CSV row."""
-
-
-def load_image(path: Path) -> np.ndarray | None:
-    """Decode an image as RGB uint8 [H, W, 3]; None when missing or unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _row_label(aset: AnnotationLike, index: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -26,7 +27,7 @@ import torch
 from atf.config import AugmentConfig
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "AugmentParams", "crop_box", "sample_params", "build_affine",
+    "IMAGENET_MEAN", "IMAGENET_STD", "AugmentParams", "load_image", "crop_box", "sample_params", "build_affine",
     "OCN_TEST_ENLARGE", "ocn_test_affine",
     "invert_affine", "compose_affine", "warp", "transform_points", "flip_points", "color_jitter", "normalize",
     "crop_to_input_px", "input_px_to_crop", "to_original",
@@ -55,6 +56,14 @@ class AugmentParams:
     @staticmethod
     def identity() -> AugmentParams:
         return AugmentParams()
+
+
+def load_image(path: Path) -> np.ndarray | None:
+    """Decode an image as RGB uint8 [H, W, 3]; None when missing or unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def crop_box(
