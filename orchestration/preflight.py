@@ -259,6 +259,30 @@ def _check_outputs(report: Report, cwd: Path, storage: str | None, scratch: str 
                                            "set data.root to a writable folder"))
 
 
+def _check_crop_caches(cells: list[Cell], cwd: Path, report: Report) -> None:
+    """The crop-cache folder of every cell that reads through one (real data by default) must be
+    writable: the driver builds the caches there before the first trial (orchestration.crops)."""
+    from atf.config import crop_cache_on
+    from atf.cropcache import default_cache_dir
+    from atf.datasets import DatasetError, data_provenance
+    folders: dict[Path, list[Cell]] = {}
+    for c in cells:
+        cfg = resolve_paths(c.config, cwd)
+        try:
+            if not crop_cache_on(cfg.data.crop_cache, data_provenance(cfg.data)):
+                continue
+        except DatasetError:
+            continue   # an unreadable SynthFace marker: the data check says so
+        folder = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+        folders.setdefault(folder if folder.is_absolute() else cwd / folder, []).append(c)
+    for folder, group in folders.items():
+        why = _writable(folder)
+        if why:
+            report.problems.append(Problem(f"crop cache folder {folder}", f"not writable ({why}; {_cells_text(group)})",
+                                           "set data.cache_dir to a writable folder (shared storage on a cluster), "
+                                           "or data.crop_cache: false to read the photos"))
+
+
 def _check_mlflow(report: Report, uri: str) -> None:
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
@@ -312,6 +336,7 @@ def check(sweep: Sweep, cwd: Path, mlflow_uri: str, storage: str | None = None, 
     if files:
         _check_data(cells, cwd, sweep, report, seed, images_per_file)
         _check_outputs(report, cwd, storage, scratch)
+        _check_crop_caches(cells, cwd, report)
     _check_mlflow(report, mlflow_uri)
     return report
 

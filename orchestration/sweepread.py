@@ -379,5 +379,6 @@ def resolve_paths(cfg: RunConfig, cwd: Path) -> RunConfig:
     paths = {name: dataclasses.replace(dp, annotations=absolute(dp.annotations), images=absolute(dp.images))
              for name, dp in data.paths.items()}
     data = dataclasses.replace(data, root=absolute(data.root), paths=paths,
-                               registry=tuple(absolute(r) for r in data.registry))
+                               registry=tuple(absolute(r) for r in data.registry),
+                               cache_dir=absolute(os.path.expanduser(data.cache_dir)) if data.cache_dir else "")
     return dataclasses.replace(cfg, data=data)

@@ -144,3 +144,16 @@ def test_smoke_profile_keeps_the_cells_but_not_their_identity():
 def test_unknown_profile_is_one_line():
     with pytest.raises(SweepError, match=r"--profile nope: no such profile \(known: .*smoke"):
         load_sweep(SWEEPS / "demo.yaml", profile="nope")
+
+
+def test_unwritable_crop_cache_folder_is_one_problem(tmp_path):
+    """Real data reads through the crop cache by default: its folder is checked before Ray starts."""
+    (tmp_path / "a-file").write_text("not a folder")
+    out = cli(["--dry-run", str(SWEEPS / "table_iv.yaml"), "--set", f"data.cache_dir={tmp_path / 'a-file' / 'crops'}"],
+              tmp_path)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("  crop cache folder")]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "a-file is not a folder" in lines[0] and "data.crop_cache: false" in lines[0]
+    off = cli(["--dry-run", str(SWEEPS / "table_iv.yaml"), "--set", f"data.cache_dir={tmp_path / 'a-file' / 'c'}",
+               "--set", "data.crop_cache=false"], tmp_path)
+    assert "crop cache folder" not in off.stderr
