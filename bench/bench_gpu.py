@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_gpu: no CUDA device here; on a CPU machine run --device cpu --tiny")
     cases = TINY if a.tiny else FULL
+    if a.tiny:   # tiny tensors gain nothing from threads, and on a busy machine OpenMP's barriers
+        torch.set_num_threads(1)   # between two threads cost a time slice per op (15 s a step seen)
     warmup, iters = (0, 1) if a.tiny else (a.warmup, a.iters)
     images = min(a.images, 64) if a.tiny else a.images
     cpus = os.cpu_count() or 1
