@@ -224,11 +224,16 @@ def pnet_level(pnet: PNet, image: np.ndarray, size: tuple[int, int]) -> tuple[np
     return reg[0].numpy(), prob[0].numpy()
 
 
-def candidates(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float = THRESHOLDS[0]) -> np.ndarray:
+def candidates(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float = THRESHOLDS[0],
+               window: tuple[int, int] = (0, 12)) -> np.ndarray:
     """P-Net cells above `threshold` as boxes [n, 5] (x1, y1, x2, y2, score) in image pixels: the
-    12 px window at stride 2 of each cell, moved by its offsets, divided by the level's scale."""
+    window of each cell at stride 2, (2x + window[0], 2y + window[0]) to (2x + window[1], ...),
+    moved by its offsets (fractions of its width), divided by the level's scale. (0, 12) is the
+    original's 12 px window, 1-based MATLAB pixels 2x+1..2x+12; the `mtcnn` package reads those
+    indices as (1, 12), an 11 px window one pixel off (the parity test passes it)."""
     ys, xs = np.nonzero(prob > threshold)
-    cells = np.stack([xs * 2, ys * 2, xs * 2 + 12, ys * 2 + 12], axis=1).astype(np.float64) / scale
+    a, b = window
+    cells = np.stack([xs * 2 + a, ys * 2 + a, xs * 2 + b, ys * 2 + b], axis=1).astype(np.float64) / scale
     boxes = _refine(cells, reg[:, ys, xs].T.astype(np.float64))
     return np.concatenate([boxes, prob[ys, xs, None].astype(np.float64)], axis=1)
 
