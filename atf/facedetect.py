@@ -1,15 +1,23 @@
 """Every face in a photo: an MTCNN cascade (Zhang et al. 2016) in PyTorch, with the trained
 weights the `mtcnn` package ships inside its wheel (nothing is downloaded at run time).
 
-Why MTCNN from that package: it is the one detector whose weights a plain `pip install` brings
-without TensorFlow (its weights are joblib/lz4 arrays; `mtcnn` needs TensorFlow only to run its own
-code, which we never import), it finds small and turned faces in group photos where OpenCV's Haar
-cascade returns one box or a false positive, and the three networks are small enough to write
-here and run on a CPU in a fraction of a second per photo.
+Why this and not a library: facenet-pytorch pins torch < 2.3, MediaPipe's current wheels ship no
+face model (0.10.21, the last that did, pins numpy < 2), no package ships a YuNet ONNX file for
+OpenCV's FaceDetectorYN, and `mtcnn` itself needs TensorFlow to run its own code (we read only its
+weights: joblib/lz4 arrays). docs/predict.md has what was tried. OpenCV's Haar cascade stays the
+fallback (atf.predict).
 
 The cascade: P-Net slides over an image pyramid proposing 12 px windows, R-Net (24 px) and O-Net
 (48 px) re-score and refine them; boxes are merged by non-maximum suppression at every stage.
-Input is RGB scaled as (x - 127.5) / 128, as the weights were trained.
+Input is RGB scaled as (x - 127.5) / 128, as the weights were trained. tests/test_facedetect.py
+holds it to the `mtcnn` package's own outputs stage by stage (tests/data/mtcnn_reference.npz).
+
+Where it departs from that package, on purpose: the pyramid has two levels per step of the paper's
+0.709 (a large face falls between levels, and P-Net's probabilities swing by up to 0.85 with one
+pixel of level size: one more level gives it a second chance), R-Net and O-Net see their boxes
+area-averaged on whole pixels (the package samples a 400 px box at 24 points, aliased), and P-Net's
+window is the original's 12 px one (see `candidates`). The 1024 x 817 grayscale portrait of issue
+20, missed with one level per step, is found with them.
 """
 
 from __future__ import annotations
