@@ -40,7 +40,7 @@ __all__ = ["Face", "NoFaceError", "DetectorUnavailable", "read_boxes", "haar_ava
 Detector = Literal["auto", "mtcnn", "haar", "yunet", "whole"]
 DETECTORS = ("auto", "mtcnn", "haar", "yunet", "whole")
 HAAR_FILE = "haarcascade_frontalface_default.xml"
-MIN_SCORE = 0.9    # MTCNN face probability kept (real faces of the tests score 0.99-1.0; clutter 0.8-0.94)
+MIN_SCORE = 0.9    # MTCNN face probability kept (real faces score 0.976-1.0 in tools/detector_recall.py; clutter 0.8-0.98)
 Box = tuple[float, float, float, float]
 # MTCNN box -> the annotation's HRNet centre and side, per dataset, in units of the box's side:
 # (centre dx, centre dy, side ratio). Fitted by `tools/calibrate_detector.py --data-root data/synth`
