@@ -1,15 +1,23 @@
 """Every face in a photo: an MTCNN cascade (Zhang et al. 2016) in PyTorch, with the trained
 weights the `mtcnn` package ships inside its wheel (nothing is downloaded at run time).
 
-Why MTCNN from that package: it is the one detector whose weights a plain `pip install` brings
-without TensorFlow (its weights are joblib/lz4 arrays; `mtcnn` needs TensorFlow only to run its own
-code, which we never import), it finds small and turned faces in group photos where OpenCV's Haar
-cascade returns one box or a false positive, and the three networks are small enough to write
-here and run on a CPU in a fraction of a second per photo.
+Why this and not a library: facenet-pytorch pins torch < 2.3, MediaPipe's current wheels ship no
+face model (0.10.21, the last that did, pins numpy < 2), no package ships a YuNet ONNX file for
+OpenCV's FaceDetectorYN, and `mtcnn` itself needs TensorFlow to run its own code (we read only its
+weights: joblib/lz4 arrays). docs/predict.md has what was tried. OpenCV's Haar cascade stays the
+fallback (atf.predict).
 
 The cascade: P-Net slides over an image pyramid proposing 12 px windows, R-Net (24 px) and O-Net
 (48 px) re-score and refine them; boxes are merged by non-maximum suppression at every stage.
-Input is RGB scaled as (x - 127.5) / 128, as the weights were trained.
+Input is RGB scaled as (x - 127.5) / 128, as the weights were trained. tests/test_facedetect.py
+holds it to the `mtcnn` package's own outputs stage by stage (tests/data/mtcnn_reference.npz).
+
+Where it departs from that package, on purpose: the pyramid has two levels per step of the paper's
+0.709 (a large face falls between levels, and P-Net's probabilities swing by up to 0.85 with one
+pixel of level size: one more level gives it a second chance), R-Net and O-Net see their boxes
+area-averaged on whole pixels (the package samples a 400 px box at 24 points, aliased), and P-Net's
+window is the original's 12 px one (see `candidates`). The 1024 x 817 grayscale portrait of issue
+20, missed with one level per step, is found with them.
 """
 
 from __future__ import annotations
@@ -25,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FaceBox", "MtcnnUnavailable", "mtcnn_available", "detect_faces", "weights_dir"]
+__all__ = ["FaceBox", "MtcnnUnavailable", "mtcnn_available", "detect_faces", "weights_dir", "pyramid", "pnet_level",
+           "candidates"]
 
 WEIGHTS_PACKAGE = "mtcnn"
 MIN_FACE = 20               # px: the smallest face looked for
-PYRAMID_FACTOR = 0.709      # each pyramid level is this much smaller (the paper's value)
+PYRAMID_FACTOR = 0.709 ** 0.5  # each level this much smaller: two levels per step of the paper's 0.709
 THRESHOLDS = (0.6, 0.7, 0.8)  # face probability kept after P-Net, R-Net, O-Net
 NMS = (0.5, 0.7, 0.7)         # IoU merging: per pyramid level, after R-Net, after O-Net ("min" overlap)
 
@@ -156,7 +165,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "u
     """Indices kept by greedy non-maximum suppression (IoU, or overlap over the smaller box)."""
     x1, y1, x2, y2 = boxes.T
     area = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores)
+    order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
@@ -176,53 +185,98 @@ def _refine(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _square(boxes: np.ndarray) -> np.ndarray:
-    """Each box as the square of its longer side around its centre (what R-Net and O-Net see)."""
+    """Each box as the square of its longer side around its centre, on whole pixels (what R-Net and
+    O-Net see: the crop is exactly the box, so their offsets apply to the box they were given)."""
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] / 2
-    return np.concatenate([c - half, c + half], axis=1)
+    side = np.maximum(np.round(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])), 1)[:, None]
+    left_top = np.round(c - side / 2)
+    return np.concatenate([left_top, left_top + side], axis=1)
 
 
 def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> Tensor:
-    """Each box resampled to size x size (outside the image: mid-grey, 0 after normalisation)."""
+    """Each whole-pixel box averaged down (area resampling) to size x size; outside the image
+    mid-grey (0 after normalisation). Averaging matters: a 400 px face sampled at 24 points
+    without it is aliased, and R-Net's score then swings with a pixel of shift."""
+    h, w = image.shape[:2]
     out = np.empty((len(boxes), size, size, 3), np.float32)
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        sx, sy = size / max(x2 - x1, 1e-6), size / max(y2 - y1, 1e-6)
-        m = np.array([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]], np.float32)
-        out[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=(127.5, 127.5, 127.5))
+    for i, (x1, y1, x2, y2) in enumerate(boxes.astype(np.int64)):
+        patch = np.full((y2 - y1, x2 - x1, 3), 127.5, np.float32)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if sx2 > sx1 and sy2 > sy1:
+            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(patch, (size, size), interpolation=interp)
     return torch.from_numpy((out - 127.5) / 128.0).permute(0, 3, 1, 2)
 
 
+# -- the cascade ------------------------------------------------------------------------------------
+
+def pyramid(height: int, width: int, min_face: int = MIN_FACE,
+            factor: float = PYRAMID_FACTOR) -> list[tuple[float, tuple[int, int]]]:
+    """[(scale, (level height, level width))]: from the scale where a `min_face` face is 12 px down
+    to the level whose shorter side is still 12 px (P-Net's window); sizes rounded up, as the
+    original MATLAB code does."""
+    scale, out = 12.0 / min_face, []
+    while min(height, width) * scale >= 12:
+        out.append((scale, (int(np.ceil(height * scale)), int(np.ceil(width * scale)))))
+        scale *= factor
+    return out
+
+
 @torch.no_grad()
+def pnet_level(pnet: PNet, image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """P-Net on the image area-resampled to `size` (height, width): offsets [4, h, w], face
+    probability [h, w]. Input is RGB scaled as (x - 127.5) / 128, as the weights were trained."""
+    level = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    reg, prob = pnet(torch.from_numpy((level - 127.5) / 128.0).permute(2, 0, 1)[None].float())
+    return reg[0].numpy(), prob[0].numpy()
+
+
+def candidates(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float = THRESHOLDS[0],
+               window: tuple[int, int] = (0, 12)) -> np.ndarray:
+    """P-Net cells above `threshold` as boxes [n, 5] (x1, y1, x2, y2, score) in image pixels: the
+    window of each cell at stride 2, (2x + window[0], 2y + window[0]) to (2x + window[1], ...),
+    moved by its offsets (fractions of its width), divided by the level's scale. (0, 12) is the
+    original's 12 px window, 1-based MATLAB pixels 2x+1..2x+12; the `mtcnn` package reads those
+    indices as (1, 12), an 11 px window one pixel off (the parity test passes it)."""
+    ys, xs = np.nonzero(prob > threshold)
+    a, b = window
+    cells = np.stack([xs * 2 + a, ys * 2 + a, xs * 2 + b, ys * 2 + b], axis=1).astype(np.float64) / scale
+    boxes = _refine(cells, reg[:, ys, xs].T.astype(np.float64))
+    return np.concatenate([boxes, prob[ys, xs, None].astype(np.float64)], axis=1)
+
+
 def _proposals(pnet: PNet, image: np.ndarray, min_face: int) -> np.ndarray:
-    """P-Net over the pyramid: candidate boxes [n, 5] (x1, y1, x2, y2, score) in image pixels."""
-    h, w = image.shape[:2]
-    scale, found = 12.0 / min_face, []
-    while min(h, w) * scale >= 12:
-        sh, sw = int(np.ceil(h * scale)), int(np.ceil(w * scale))
-        level = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy((level - 127.5) / 128.0).permute(2, 0, 1)[None].float()
-        reg, prob = pnet(x)
-        ys, xs = np.nonzero(prob[0].numpy() > THRESHOLDS[0])
-        if len(ys):
-            cells = np.stack([xs * 2, ys * 2, xs * 2 + 12, ys * 2 + 12], axis=1) / scale
-            boxes = _refine(cells, reg[0][:, ys, xs].numpy().T)
-            scores = prob[0].numpy()[ys, xs]
-            keep = _nms(boxes, scores, NMS[0])
-            found.append(np.concatenate([boxes[keep], scores[keep, None]], axis=1))
-        scale *= PYRAMID_FACTOR
-    return np.concatenate(found) if found else np.zeros((0, 5))
+    """P-Net over the pyramid: candidate boxes [n, 5], merged within each level, then across levels."""
+    found = []
+    for scale, size in pyramid(*image.shape[:2], min_face):
+        cand = candidates(*pnet_level(pnet, image, size), scale)
+        found.append(cand[_nms(cand[:, :4], cand[:, 4], NMS[0])])
+    cand = np.concatenate(found) if found else np.zeros((0, 5))
+    return cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB float32 copy of a uint8 image [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (alpha dropped)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"detect_faces needs uint8 pixels (0-255), got {image.dtype}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"detect_faces needs an image [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}")
+    image = image[..., :3] if image.shape[2] != 1 else np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image, dtype=np.float32)
 
 
 @torch.no_grad()
 def detect_faces(image_rgb: np.ndarray, min_face: int = MIN_FACE) -> list[FaceBox]:
-    """Every face in an RGB uint8 image, most probable first."""
+    """Every face in an RGB uint8 image (grayscale [H, W] and RGBA are taken too), most probable first."""
     pnet, rnet, onet = _networks()
-    image = np.ascontiguousarray(image_rgb, dtype=np.float32)
+    image = _as_rgb(image_rgb)
     cand = _proposals(pnet, image, min_face)
     if not len(cand):
         return []
-    cand = cand[_nms(cand[:, :4], cand[:, 4], 0.7)]
     boxes = _square(cand[:, :4])
     reg, prob = rnet(_crops(image, boxes, 24))
     keep = prob.numpy() > THRESHOLDS[1]

@@ -40,7 +40,7 @@ __all__ = ["Face", "NoFaceError", "DetectorUnavailable", "read_boxes", "haar_ava
 Detector = Literal["auto", "mtcnn", "haar", "yunet", "whole"]
 DETECTORS = ("auto", "mtcnn", "haar", "yunet", "whole")
 HAAR_FILE = "haarcascade_frontalface_default.xml"
-MIN_SCORE = 0.9    # MTCNN face probability kept (faces score 0.94-1.0 here; clutter 0.8-0.9)
+MIN_SCORE = 0.9    # MTCNN face probability kept (real faces score 0.976-1.0 in tools/detector_recall.py; clutter 0.8-0.98)
 Box = tuple[float, float, float, float]
 # MTCNN box -> the annotation's HRNet centre and side, per dataset, in units of the box's side:
 # (centre dx, centre dy, side ratio). Fitted by `tools/calibrate_detector.py --data-root data/synth`
@@ -160,7 +160,8 @@ def detect_faces(image_rgb: np.ndarray, name: str, detector: Detector = "auto",
     else:
         raise ValueError(f"unknown detector {detector!r}; expected one of {', '.join(DETECTORS)}")
     if not found:
-        raise NoFaceError(f"no face found in {name} (detector {detector}); pass its box with --boxes")
+        score = f", score >= {min_score}" if detector == "mtcnn" else ""
+        raise NoFaceError(f"no face found in {name} (detector {detector}{score}); pass its box with --boxes")
     return found, detector
 
 
@@ -280,11 +281,12 @@ def write_json(faces: list[Face], meta: dict[str, Any], model: str, path: Path) 
 def run(model: str | Path, images: list[str], boxes: str | Path | None = None, out: str | Path = "predictions",
         fmt: Literal["csv", "json"] = "csv", flip: bool = False, detector: Detector = "auto",
         detector_model: str | Path | None = None, device: str = "cpu",
-        skipped: list[str] | None = None) -> list[Face]:
+        skipped: list[str] | None = None, faceless: list[str] | None = None) -> list[Face]:
     """Predict every face of `images`; write landmarks (CSV/JSON) and one annotated PNG per image.
 
-    With a `skipped` list, an image that cannot be read or shows no face is listed there (one line
-    naming it) and the others are still written; without one, the first such image raises.
+    With a `skipped` list, an image that cannot be read is listed there (one line naming it) and
+    the others are still written; an image with no face goes to `faceless` (else to `skipped`).
+    Without the lists, the first such image raises (FileNotFoundError, NoFaceError).
     """
     from atf.export import load_exported
     module, meta = load_exported(model, device=device)
@@ -307,9 +309,10 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
                 boxes_found, used = detect_faces(img, name, detector, detector_model)
                 found = [(training_box(box, meta, used), used) for box in boxes_found]
         except (FileNotFoundError, NoFaceError) as e:
-            if skipped is None:
+            listed = faceless if isinstance(e, NoFaceError) and faceless is not None else skipped
+            if listed is None:
                 raise
-            skipped.append(str(e))
+            listed.append(str(e))
             continue
         mine = [Face(name, tuple(float(v) for v in box), predict_face(module, meta, img, box, flip, device), where)
                 for box, where in found]
@@ -322,8 +325,8 @@ def run(model: str | Path, images: list[str], boxes: str | Path | None = None, o
         pngs.add(png)
         out_dir.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out_dir / png), draw(img, mine))
-    if not faces and skipped:
-        return faces  # every image was skipped: nothing to write (the caller names each one)
+    if not faces and (skipped or faceless):
+        return faces  # no image had a face to write (the caller names each one)
     if fmt == "csv":
         write_csv(faces, meta, out_dir / "landmarks.csv")
     else:

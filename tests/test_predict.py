@@ -102,11 +102,14 @@ def test_heatmap_model_predicts_its_own_peaks(tmp_path, photo):
 
 
 def test_detector_path_on_blank_image(tmp_path, ocn_model, capsys):
+    """No face is reported in one line, not an error (exit 0), unless --require-face (exit 1)."""
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
     rc = main([str(ocn_model), str(blank), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "blank.png" in err and len(err.strip().splitlines()) == 1
+    assert rc == 0 and "no face found in" in err and "blank.png" in err and len(err.strip().splitlines()) == 1
+    assert main([str(ocn_model), str(blank), "--out", str(tmp_path / "o"), "--require-face"]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     img = np.full((64, 64, 3), 128, np.uint8)
     if haar_available():
         with pytest.raises(NoFaceError, match="no face found in blank.png"):
@@ -119,10 +122,19 @@ def test_detector_path_on_blank_image(tmp_path, ocn_model, capsys):
 
 
 def test_missing_image_and_bad_boxes_are_one_line_errors(tmp_path, ocn_model, photo, capsys):
+    """Exit 2 for bad input (an unreadable image or model, a bad boxes CSV), each in one line naming
+    the file; an image the CSV has no row for is a photo without a face (exit 0, or 1 with
+    --require-face)."""
     assert main([str(ocn_model), str(tmp_path / "nope.jpg"), "--detector", "whole"]) == 2
-    assert "cannot read image" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read image" in err[0] and "nope.jpg" in err[0]
+    assert main([str(tmp_path / "no_model.pt2"), str(photo), "--detector", "whole"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_model.pt2" in err[0]
     boxes = _boxes(tmp_path, [["other.png", 0, 0, 10, 10]])
-    assert main([str(ocn_model), str(photo), "--boxes", str(boxes), "--out", str(tmp_path / "o")]) == 2
+    assert main([str(ocn_model), str(photo), "--boxes", str(boxes), "--out", str(tmp_path / "o")]) == 0
+    assert "no box row for image" in capsys.readouterr().err
+    assert main([str(ocn_model), str(photo), "--boxes", str(boxes), "--out", str(tmp_path / "o"), "--require-face"]) == 1
     assert "no box row for image" in capsys.readouterr().err
     bad = _boxes(tmp_path, [[photo.name, 10, 0, 5, 10]])
     with pytest.raises(ValueError, match=r"boxes.csv row 1: box .* right > left"):

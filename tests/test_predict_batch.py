@@ -1,5 +1,5 @@
 """atf-predict on a batch where one image shows no face (no box row) and one cannot be read:
-both are named, the others are still written."""
+both are named, the others are still written, and the unreadable one makes it exit 2 (bad input)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_one_faceless_image_does_not_abort_the_batch(tmp_path, capsys):
                                  ["c.png", 20, 5, 70, 55], ["broken.png", 0, 0, 10, 10]])
     rc = main([str(path), *names, "--boxes", str(boxes), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2       # broken.png is bad input; faceless.png alone would exit 0
     assert "faceless.png" in err and "broken.png" in err and len(err.strip().splitlines()) == 2
     pred = read_csv(tmp_path / "out" / "landmarks.csv")
     assert [n.split("/")[-1] for n in pred.images] == ["a.png", "c.png"]
