@@ -154,6 +154,6 @@ def test_unwritable_crop_cache_folder_is_one_problem(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("  crop cache folder")]
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert "a-file is not a folder" in lines[0] and "data.crop_cache: false" in lines[0]
-    off = cli(["--dry-run", str(SWEEPS / "table_iv.yaml"), "--set", f"data.cache_dir={tmp_path / 'a-file' / 'c'}",
-               "--set", "data.crop_cache=false"], tmp_path)
-    assert "crop cache folder" not in off.stderr
+    off = load_sweep(SWEEPS / "table_iv.yaml", {"data.cache_dir": str(tmp_path / "a-file" / "c"),
+                                                "data.crop_cache": False})
+    assert not [p for p in check(off, tmp_path, f"sqlite:///{tmp_path}/m.db").problems if "crop cache" in p.line()]
