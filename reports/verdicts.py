@@ -244,28 +244,37 @@ def _fmt_diffs(r: Judged) -> str:
     return ", ".join(f"s{s} {v:+.{d}f}" for s, v in r.diffs) or "–"
 
 
-def render_markdown(rows: list[Judged], command: str = "") -> str:
-    """The claims table (one row per comparison, grouped by claim) and a verdict per claim."""
-    lines = ["| claim (paper table) | comparison | ours | other | Δ | paired other − ours, per seed | verdict |",
-             "|---|---|---|---|---:|---|---|"]
-    for r in rows:
-        c = r.comparison
-        delta = f"{r.delta:+.1f}%" if r.delta is not None else "–"
-        verdict = r.verdict + (f" ({r.why})" if r.why else "")
-        lines.append(f"| {r.claim.key}. {r.claim.text} ({r.claim.table}) | {c.label} ({c.kind.replace('_', ' ')}) "
-                     f"| {c.ours.label}: {_fmt_stat(r.ours, c.unit)} | {c.other.label}: {_fmt_stat(r.other, c.unit)} "
-                     f"| {delta} | {_fmt_diffs(r)} | **{verdict}** |")
-    lines += ["", "| claim | paper table | verdict | comparisons |", "|---|---|---|---|"]
-    claims = list(dict.fromkeys(r.claim for r in rows))
-    for claim in claims:
+def _claim_lines(rows: list[Judged]) -> list[str]:
+    lines = ["| claim | paper | verdict | comparisons |", "|---|---|---|---|"]
+    for claim in dict.fromkeys(r.claim for r in rows):
         mine = [r for r in rows if r.claim == claim]
         counts = ", ".join(f"{sum(r.verdict == v for r in mine)} {v}" for v in (HOLDS, NOISE, FAILS, NO_DATA)
                            if any(r.verdict == v for r in mine))
         lines.append(f"| {claim.key}. {claim.text} | {claim.table} | **{claim_verdict(mine)}** | {counts} |")
+    return lines
+
+
+def _comparison_lines(rows: list[Judged]) -> list[str]:
+    lines = ["| claim | comparison | kind | ours | other | Δ | other − ours, per seed | verdict |",
+             "|---|---|---|---|---|---:|---|---|"]
+    for r in rows:
+        c = r.comparison
+        delta = f"{r.delta:+.1f}%" if r.delta is not None else "–"
+        verdict = f"**{r.verdict}**" + (f" ({r.why})" if r.why else "")
+        lines.append(f"| {r.claim.key} | {c.label} | {c.kind.replace('_', ' ')} | {c.ours.label}: "
+                     f"{_fmt_stat(r.ours, c.unit)} | {c.other.label}: {_fmt_stat(r.other, c.unit)} | {delta} "
+                     f"| {_fmt_diffs(r)} | {verdict} |")
+    return lines
+
+
+def render_markdown(rows: list[Judged], command: str = "") -> str:
+    """A verdict per claim, then its comparisons: both sides, Δ, the paired differences, a verdict each."""
+    lines = _claim_lines(rows) + [""] + _comparison_lines(rows)
     lines += ["", "NME in %, times in seconds; mean ± standard deviation over seeds; Δ: relative improvement "
               "of ours over other (+ = ours lower). Verdicts by the report's spread rule, |Δmean| > "
               "√(sd₁² + sd₂²): *better* holds only beyond the spread (within it: within noise), *no worse* "
-              "holds unless ours is higher beyond the spread. A claim holds when every comparison holds."]
+              "holds unless ours is higher beyond the spread. A claim holds when every comparison holds, "
+              "does not hold when one does not."]
     if command:
-        lines += ["", f"Made by `{command}`."]
+        lines += ["", f"Runs: `{command}`."]
     return "\n".join(lines) + "\n"

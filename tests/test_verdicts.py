@@ -74,8 +74,9 @@ def test_paired_differences_are_per_common_seed_and_rows_render():
     assert row.diffs == (("0", 1.0), ("1", pytest.approx(0.7)))
     assert row.delta == pytest.approx(100 * (10.1 - 9.2) / 10.1)
     md = render_markdown([row], command="atf-sweep x.yaml")
-    line = next(x for x in md.splitlines() if x.startswith("| 1. ATF beats"))
+    line = next(x for x in md.splitlines() if x.startswith("| 1 | WA |"))
     assert "s0 +1.00, s1 +0.70" in line and f"**{row.verdict}**" in line and "9.20 ± 0.26" in line
+    assert f"| 1. ATF beats its baseline | III | **{row.verdict}** | 1 {row.verdict} |" in md
     assert "`atf-sweep x.yaml`" in md
 
 
