@@ -58,3 +58,16 @@ def test_claims_sweep_tiny_prints_a_verdict_for_every_claim(tmp_path, synth_root
             assert row and re.search(rf"\*\*({verdicts})\*\*", row), (cmp.label, md)
             assert re.search(r"s0 [+-]\d", row) and re.search(r"s1 [+-]\d", row), row   # paired, per seed
     assert "--profile tiny" in md
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--claims", "nope.yaml"], "nope.yaml: cannot read"),
+    (["--claims", str(SWEEP), "--mlflow-uri", "sqlite:////nonexistent/m.db"], "does not exist"),
+    (["--claims", str(ROOT / "sweeps" / "demo.yaml"), "--mlflow-uri", "sqlite:////nonexistent/m.db"],
+     "the claims name experiments the sweep file lacks: atf-3W"),
+    (["--claims", str(SWEEP), "--profile", "nope"], "no such profile"),
+])
+def test_claims_summary_bad_input_is_one_line(argv, needle, capsys):
+    assert study_summary.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
