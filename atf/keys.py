@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "EPOCH", "STAGE", "TRAIN_LOSS", "VAL_LOSS", "VAL_NME", "LR", "EPOCH_TIME",
-    "val_metric", "time_metric", "SCRATCH_SUFFIX",
+    "val_metric", "time_metric", "TIME_PHASES", "SCRATCH_SUFFIX",
     "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
     "test_metric", "parse_test_metric", "parse_protocol_metric",
     "PROTOCOL_BENCHMARK", "PROTOCOL_OCN", "PROTOCOLS",
@@ -48,8 +48,11 @@ def val_metric(dataset: str) -> str:
     return f"{VAL_PREFIX}{dataset}/nme"
 
 
+TIME_PHASES = ("main", "joint", "novel_head", "novel_scratch")  # phases a run times (time_metric)
+
+
 def time_metric(phase: str) -> str:
-    """Wall seconds of a training phase: main, joint, novel_head, novel_scratch."""
+    """Wall seconds of a training phase: one of TIME_PHASES."""
     return f"{TIME_PREFIX}{phase}_seconds"
 
 

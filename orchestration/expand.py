@@ -2,7 +2,8 @@
 RunConfig with its id, tags, readable label and data provenance.
 
 A profile's `set` applies after the file, `--set` last, both through `atf.config.apply` (the
-engine `atf-train --set` uses). The same run reached twice is one cell with its tables merged.
+engine `atf-train --set` uses); its `max_seeds` keeps each experiment's first seeds. The same run
+reached twice is one cell with its tables merged.
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ def _cell(doc: SweepDoc, exp: Experiment, point: dict[str, Any], j: int, seed: i
 def expand(doc: SweepDoc, profile: Profile | None = None, overrides: dict[str, Any] | None = None) -> list[Cell]:
     """Every cell of the sweep, in file order; a run reached twice is one cell, tables merged."""
     cells: dict[str, Cell] = {}
+    cap = profile.max_seeds if profile is not None else None
     for exp in doc.experiments:
-        for point, j, seed in itertools.product(exp.points, range(len(exp.variants)), exp.seeds):
+        for point, j, seed in itertools.product(exp.points, range(len(exp.variants)), exp.seeds[:cap]):
             cell = _cell(doc, exp, point, j, seed, profile, overrides or {})
             if cell.cell_id in cells:
                 old = cells[cell.cell_id]

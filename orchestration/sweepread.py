@@ -38,7 +38,7 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "sweeps" / "profiles"
 _TOP_KEYS = {"name", "description", "include", "base", "tables", "seeds", "repeats", "resources",
              "max_failures", "max_concurrent", "experiments", "set", "grid", "variants", "search", "synth"}
 _PROFILE_KEYS = {"name", "description", "set", "resources", "max_failures", "max_concurrent", "search",
-                 "synth"}
+                 "synth", "max_seeds"}
 _EXP_KEYS = {"name", "tables", "set", "grid", "variants", "seeds", "search"}
 _ONE_EXPERIMENT = ("set", "grid", "variants", "search")  # top-level keys of a file without `experiments`
 _SEARCH_KEYS = {"space", "sampler", "num_samples", "metric", "mode", "seed"}
@@ -368,7 +368,8 @@ def load_profile(name_or_path: str | Path, sweep_dir: Path | None = None) -> Pro
         max_failures=_int(doc["max_failures"], path, "max_failures", 0) if "max_failures" in doc else None,
         max_concurrent=_int(doc["max_concurrent"], path, "max_concurrent", 0) if "max_concurrent" in doc else None,
         max_samples=_int(search["num_samples"], path, "search.num_samples", 1) if "num_samples" in search else None,
-        synth=_parse_synth(doc["synth"], path, "synth") if "synth" in doc else None)
+        synth=_parse_synth(doc["synth"], path, "synth") if "synth" in doc else None,
+        max_seeds=_int(doc["max_seeds"], path, "max_seeds", 1) if "max_seeds" in doc else None)
 
 
 def resolve_paths(cfg: RunConfig, cwd: Path) -> RunConfig:

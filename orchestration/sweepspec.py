@@ -83,6 +83,7 @@ class Profile:
     max_concurrent: int | None = None
     max_samples: int | None = None  # cap on every search's num_samples
     synth: SynthSpec | None = None
+    max_seeds: int | None = None    # cap: each experiment runs its first max_seeds seeds
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,24 @@
-"""Print the README's SynthFace study rows from an MLflow store (baseline vs ATF, mean ± std over seeds).
+"""Print the README's SynthFace study rows from an MLflow store (baseline vs ATF, mean ± std over seeds),
+or, with --claims, the table of the paper's claims that a sweep file tests (reports/claims.yaml).
 
     python tools/study_summary.py --mlflow-uri sqlite:///mlflow.db --sweep synth_study_wa \
         --baseline baseline-wflw --atf atf-WA --dataset wflw --subsets full,largepose,illumination
+    python tools/study_summary.py --claims sweeps/synth_claims.yaml --mlflow-uri sqlite:///mlflow.db
+    python tools/study_summary.py --claims sweeps/synth_claims.yaml --profile claims_ci --set data.root=DIR
+
+--claims reads exactly the cells the sweep file makes (with the same --profile and --set as the
+atf-sweep command that ran it), one finished run per cell, and judges every comparison by the
+report's spread rule (reports/verdicts.py). Exit status 0 when every row has a verdict, 1 when a
+cell has no finished run, 2 on bad input (one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
+from pathlib import Path
 
 from atf import keys
 
@@ -29,15 +40,7 @@ def _by_seed(runs: list, experiment: str, metric: str) -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
-    p.add_argument("--sweep", default="synth_study_wa")
-    p.add_argument("--baseline", default="baseline-wflw")
-    p.add_argument("--atf", default="atf-WA")
-    p.add_argument("--dataset", default="wflw")
-    p.add_argument("--subsets", default="full,largepose,illumination")
-    a = p.parse_args()
+def study_rows(a: argparse.Namespace) -> int:
     runs = _runs(a.mlflow_uri, a.sweep)
     print("| protocol | subset | baseline | ATF | Δ | per seed (baseline → ATF) |")
     print("|---|---|---|---|---|---|")
@@ -53,6 +56,86 @@ def main() -> int:
             print(f"| {protocol} | {subset} | {mb:.2f} ± {sb:.2f} | {mt:.2f} ± {st:.2f} "
                   f"| {100 * (mb - mt) / mb:+.1f}% | {seeds} |")
     return 0
+
+
+# -- --claims ----------------------------------------------------------------------------------
+
+def _overrides(items: list[str], data_root: str | None) -> dict:
+    from atf.config import parse_assignments
+    out = parse_assignments(items)
+    if data_root:
+        out["data.root"] = data_root
+    return out
+
+
+def claim_values(uri: str, cells: list, metrics: set[str]) -> tuple[dict, list[str]]:
+    """(experiment, metric) -> seed -> value from each cell's finished run; and the cells lacking one."""
+    from orchestration.mlflow_log import TrackingStore
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"MLflow store {uri} does not exist (run the sweep first, or pass --mlflow-uri)")
+    done = TrackingStore(uri).finished_cells([c.cell_id for c in cells])
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    missing = []
+    for c in cells:
+        run = done.get(c.cell_id)
+        if run is None:
+            missing.append(c.label or f"{c.experiment} s{c.seed}")
+            continue
+        for m in metrics & set(run.data.metrics):
+            values.setdefault((c.experiment, m), {})[str(c.seed)] = float(run.data.metrics[m])
+    return values, missing
+
+
+def claims_table(a: argparse.Namespace) -> int:
+    from orchestration.sweepfile import load_sweep
+    from reports.verdicts import judge_all, load_claims, render_markdown
+
+    spec = load_claims(Path(a.claims_file)) if a.claims_file else load_claims()
+    sweep = load_sweep(a.claims, _overrides(a.set, a.data_root), a.profile)
+    names = {c.experiment for c in sweep.cells()}
+    absent = sorted(spec.experiments() - names)
+    if absent:
+        raise ValueError(f"{a.claims}: the claims name experiments the sweep file lacks: {', '.join(absent)}")
+    wanted = [c for c in sweep.cells() if c.experiment in spec.experiments()]
+    metrics = {s.metric for cl in spec.claims for cmp in cl.comparisons for s in (cmp.ours, cmp.other)}
+    values, missing = claim_values(a.mlflow_uri, wanted, metrics)
+    print(render_markdown(judge_all(spec, values), command=a.command or _command(a)), end="")
+    if missing:
+        print(f"\n{len(missing)} cell(s) without a finished run: {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _command(a: argparse.Namespace) -> str:
+    """The atf-sweep command whose cells the table reads."""
+    parts = ["atf-sweep", a.claims] + (["--profile", a.profile] if a.profile else [])
+    parts += [f"--set {shlex.quote(s)}" for s in a.set] + (["--data-root", a.data_root] if a.data_root else [])
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--sweep", default="synth_study_wa")
+    p.add_argument("--baseline", default="baseline-wflw")
+    p.add_argument("--atf", default="atf-WA")
+    p.add_argument("--dataset", default="wflw")
+    p.add_argument("--subsets", default="full,largepose,illumination")
+    p.add_argument("--claims", default=None, metavar="SWEEP_FILE",
+                   help="print the claims table of this sweep file's cells (reports/claims.yaml)")
+    p.add_argument("--claims-file", default=None, metavar="YAML", help="claims spec (default: reports/claims.yaml)")
+    p.add_argument("--profile", default=None, help="--claims: the profile the sweep ran with")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="--claims: the --set overrides the sweep ran with (repeatable)")
+    p.add_argument("--data-root", default=None, help="--claims: the --data-root the sweep ran with")
+    p.add_argument("--command", default="", help="--claims: the command line named under the table")
+    a = p.parse_args(argv)
+    if not a.claims:
+        return study_rows(a)
+    try:
+        return claims_table(a)
+    except (ValueError, OSError) as e:   # ConfigError, SweepError, ClaimError: one line
+        print(f"study_summary: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
