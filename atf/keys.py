@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "EPOCH", "STAGE", "TRAIN_LOSS", "VAL_LOSS", "VAL_NME", "LR", "EPOCH_TIME",
-    "val_metric", "time_metric", "TIME_PHASES", "SCRATCH_SUFFIX",
+    "val_metric", "time_metric", "cpu_time_metric", "TIME_PHASES", "SCRATCH_SUFFIX",
     "NME", "FR", "AUC", "TEST_METRICS", "FAIL_THRESHOLD",
     "test_metric", "parse_test_metric", "parse_protocol_metric",
     "PROTOCOL_BENCHMARK", "PROTOCOL_OCN", "PROTOCOLS",
@@ -54,6 +54,11 @@ TIME_PHASES = ("main", "joint", "novel_head", "novel_scratch")  # phases a run t
 def time_metric(phase: str) -> str:
     """Wall seconds of a training phase: one of TIME_PHASES."""
     return f"{TIME_PREFIX}{phase}_seconds"
+
+
+def cpu_time_metric(phase: str) -> str:
+    """CPU seconds of the training process in a phase (its threads; loader workers not counted)."""
+    return f"{TIME_PREFIX}{phase}_cpu_seconds"
 
 
 SCRATCH_SUFFIX = "_scratch"  # novel scenario: test metrics of the model trained from scratch,

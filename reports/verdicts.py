@@ -38,7 +38,7 @@ FAILS = "does not hold"
 NOISE = "within noise"
 NO_DATA = "no verdict"           # a side lacks runs, or has one seed (no spread to judge by)
 KINDS = ("better", "no_worse")
-_SIDE_KEYS = {"experiment", "head", "subset", "scratch", "time"}
+_SIDE_KEYS = {"experiment", "head", "subset", "scratch", "time", "cpu_time"}
 _COMPARE_KEYS = {"label", "ours", "other", "head", "subset", "kind"}
 _CLAIM_KEYS = {"key", "claim", "table", "compare"}
 
@@ -104,14 +104,16 @@ def _unknown(raw: Mapping, known: set[str], where: str) -> None:
 def _side(raw: Any, defaults: Mapping[str, Any], where: str) -> Side:
     spec = {"experiment": raw} if isinstance(raw, str) else raw
     if not isinstance(spec, dict) or not spec.get("experiment"):
-        raise ClaimError(f"{where}: expected an experiment name or {{experiment, head | time}}, got {raw!r}")
+        raise ClaimError(f"{where}: expected an experiment name or {{experiment, head | time | cpu_time}}, "
+                         f"got {raw!r}")
     _unknown(spec, _SIDE_KEYS, where)
     exp = str(spec["experiment"])
-    if "time" in spec:
-        phase = str(spec["time"])
-        if phase not in keys.TIME_PHASES:
-            raise ClaimError(f"{where}: time {phase!r} is not one of {keys.TIME_PHASES}")
-        return Side(exp, keys.time_metric(phase), f"{exp} {phase} time")
+    for k, metric, what in (("time", keys.time_metric, "time"), ("cpu_time", keys.cpu_time_metric, "CPU time")):
+        if k in spec:
+            phase = str(spec[k])
+            if phase not in keys.TIME_PHASES:
+                raise ClaimError(f"{where}: {k} {phase!r} is not one of {keys.TIME_PHASES}")
+            return Side(exp, metric(phase), f"{exp} {phase} {what}")
     head = spec.get("head", defaults.get("head"))
     if not head:
         raise ClaimError(f"{where}: no head (give `head` on the side or the comparison)")

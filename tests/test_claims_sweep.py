@@ -29,7 +29,6 @@ def test_tiny_profile_keeps_every_experiment_on_two_seeds(synth_root):
     assert {c.experiment for c in tiny.cells()} == {c.experiment for c in full.cells()}
     assert sorted({c.seed for c in tiny.cells()}) == [0, 1] and len(tiny.cells()) == 2 * len(full.cells()) // 3
     assert not {c.cell_id for c in tiny.cells()} & {c.cell_id for c in full.cells()}
-    assert all(not c.config.data.cache_images for c in full.cells())   # the key being retired
 
 
 def test_bad_max_seeds_is_one_line(tmp_path):

@@ -104,6 +104,10 @@ def test_time_and_scratch_sides():
                                "other": {"experiment": "novel-W3", "time": "novel_scratch"}}))
     cmp = spec.claims[0].comparisons[0]
     assert (cmp.ours.metric, cmp.unit) == (keys.time_metric("novel_head"), "s")
+    cpu = parse_claims(_spec({"ours": {"experiment": "novel-W3", "cpu_time": "novel_head"},
+                              "other": {"experiment": "novel-W3", "cpu_time": "novel_scratch"}}))
+    assert cpu.claims[0].comparisons[0].other.metric == keys.cpu_time_metric("novel_scratch") \
+        == "time/novel_scratch_cpu_seconds"
     scratch = parse_claims(_spec({"other": {"experiment": "novel-W3", "head": "cofw", "scratch": True}}))
     assert scratch.claims[0].comparisons[0].other.metric == keys.test_metric("cofw" + keys.SCRATCH_SUFFIX,
                                                                              "full", keys.NME)
