@@ -120,12 +120,12 @@ def test_batched_layout_finishes_into_the_per_sample_numbers(tmp_path, augment):
     """__getitems__ (uint8 images or jittered floats, heatmap factors) + batch_inputs/batch_targets give
     bit for bit what collate() of __getitem__ gives: the loader's lean layout changes no number."""
     aset = make_set(tmp_path, n=5)
-    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, augment=augment, heatmap_size=8, seed=1)
+    ds = LandmarkDataset(aset, tmp_path / "images", PERM19, 32, augment=augment, heatmap_size=16, seed=1)
     ds.set_epoch(2)
     lean = ds.__getitems__([4, 0, 2])
     ref = collate([ds[4], ds[0], ds[2]])
     assert lean["image"].dtype == (torch.float32 if augment is AUG else torch.uint8)
-    assert "heatmap" not in lean and lean["heatmap_x"].shape == (3, 19, 8)
+    assert "heatmap" not in lean and lean["heatmap_x"].shape == (3, 19, 12)   # the 12-wide span of 16
     assert torch.equal(batch_inputs(lean), ref["image"])
     assert torch.equal(batch_targets(lean, "heatmap"), ref["heatmap"])
     for key in ("coords", "inverse", "index", "flipped"):
@@ -133,6 +133,18 @@ def test_batched_layout_finishes_into_the_per_sample_numbers(tmp_path, augment):
     # the DataLoader fetches whole batches through __getitems__, with workers too
     got = next(iter(DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate)))
     assert got["image"].dtype == lean["image"].dtype and torch.equal(got["index"], torch.tensor([0, 1, 2]))
+
+
+def test_packed_heatmap_factors_unpack_exactly():
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(-6, 70, (300, 2)), [[np.nan, 3.0], [0.0, -0.5], [63.4, 63.6]]])
+    pts = pts.astype(np.float32)
+    for sigma in (1.0, 1.5, 2.5):
+        gx, gy = heatmaps.encode_axes(pts, 64, sigma)
+        for g, c in ((gx, pts[:, 0]), (gy, pts[:, 1])):
+            start, values = heatmaps.pack_axes(g, c, sigma)
+            assert values.shape == (len(pts), heatmaps.window(sigma, 64)) and start.dtype == np.int16
+            assert np.array_equal(heatmaps.unpack_axes(torch.from_numpy(start), torch.from_numpy(values), 64).numpy(), g)
 
 
 def test_batched_layout_skips_unreadable_images(tmp_path):
