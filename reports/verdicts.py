@@ -7,7 +7,9 @@ the one the tables mark with * and ~), never a second rule:
 
 - kind `better` (ours lower): holds when ours is lower beyond the spread, does not hold when it is
   higher beyond the spread, within noise otherwise;
-- kind `no_worse` (ours not higher): does not hold only when ours is higher beyond the spread.
+- kind `no_worse` (ours not higher): holds when ours is not higher, does not hold when it is higher
+  beyond the spread, within noise when it is higher within the spread (a higher mean is reported as
+  noise, never as a claim that holds).
 
 A claim holds when every comparison holds, does not hold when one does not, else it is within
 noise. Everything here is pure (numbers in, rows and Markdown out); reading a store is the CLI's
@@ -190,7 +192,9 @@ def judge(kind: str, ours: Stat, other: Stat) -> str:
     lower = ours.mean < other.mean
     if kind == "better":
         return (HOLDS if lower else FAILS) if beyond else NOISE
-    return FAILS if beyond and not lower else HOLDS
+    if ours.mean <= other.mean:
+        return HOLDS
+    return FAILS if beyond else NOISE
 
 
 def judge_row(claim: Claim, cmp: Comparison, ours: Mapping[str, float], other: Mapping[str, float]) -> Judged:
@@ -275,7 +279,7 @@ def render_markdown(rows: list[Judged], command: str = "") -> str:
     lines += ["", "NME in %, times in seconds; mean ± standard deviation over seeds; Δ: relative improvement "
               "of ours over other (+ = ours lower). Verdicts by the report's spread rule, |Δmean| > "
               "√(sd₁² + sd₂²): *better* holds only beyond the spread (within it: within noise), *no worse* "
-              "holds unless ours is higher beyond the spread. A claim holds when every comparison holds, "
+              "holds when ours is not higher (higher within the spread: within noise). A claim holds when every comparison holds, "
               "does not hold when one does not."]
     if command:
         lines += ["", f"Runs: `{command}`."]

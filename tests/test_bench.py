@@ -99,3 +99,11 @@ def test_bench_sweep_quick(tmp_path, synth_root):
     assert lines[-1].startswith("two concurrent vs one at a time: ") and lines[-1].endswith(" x")
     number(out, "overhead per trial over serial")
     assert number(out, "two concurrent vs one at a time") > 0
+
+
+def test_bench_loop_quick(synth_root):
+    # the trainer's batch layout (uint8 images, packed heatmap factors) through the loop of both models
+    out = bench("bench_loop.py", "--quick", "--workers", "1", "--data", str(synth_root))
+    rows = table(out, "model")
+    assert [r[0] for r in rows] == ["OCN-112", "HRNet-W18-256"]
+    assert all(float(r[3]) > 0 for r in rows)

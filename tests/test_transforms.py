@@ -153,3 +153,28 @@ def test_antialiased_shrink_averages_fine_patterns_and_keeps_geometry():
     ys, xs = np.mgrid[0:64, 0:64]
     centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
     np.testing.assert_allclose(centroid, T.transform_points(np.array([640.0, 520.0]), m), atol=0.1)
+
+
+@pytest.mark.parametrize("border", ["constant", "replicate"])
+def test_warp_reads_a_region_yet_equals_the_whole_image_warp(border):
+    # warp() copies the region a crop reads before warping (faster from large sources): the
+    # pixels must be exactly those of one warpAffine over the whole image, borders and flips included
+    rng = np.random.default_rng(0)
+    mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
+    copied = 0
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(40, 700, 2))
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        size = int(rng.choice([32, 112, 256]))
+        a, s = rng.uniform(-0.6, 0.6), size / rng.uniform(20, 1.3 * max(h, w))
+        m = np.array([[s * np.cos(a), -s * np.sin(a), 0.0], [s * np.sin(a), s * np.cos(a), 0.0]])
+        if rng.random() < 0.5:
+            m[0, :2] *= -1
+        m[:, 2] = size / 2 - m[:, :2] @ np.array([rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h])
+        if s < 0.5:
+            continue   # the antialias prefilter's own path (tested above)
+        region, _ = T._read_region(image, m, size)
+        copied += region.shape[:2] != image.shape[:2]
+        want = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+        assert np.array_equal(T.warp(image, m, size, border), want)
+    assert copied > 50   # the region path was taken, not only the whole-image one
