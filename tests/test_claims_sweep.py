@@ -31,6 +31,37 @@ def test_tiny_profile_keeps_every_experiment_on_two_seeds(synth_root):
     assert not {c.cell_id for c in tiny.cells()} & {c.cell_id for c in full.cells()}
 
 
+def test_why_sweep_changes_one_key_and_reuses_the_claims_cells():
+    # sweeps/synth_claims_why.yaml: its comparisons name its own experiments, its L_AT cells are the
+    # claims sweep's (same cell ids: run in the same store they are reused, not rerun), and each new
+    # experiment differs from the claims sweep's atf-WA in exactly the key the README says
+    why = load_sweep(ROOT / "sweeps" / "synth_claims_why.yaml")
+    spec = load_claims(ROOT / "reports" / "claims_why.yaml")
+    assert spec.sweep == why.name and spec.experiments() <= {c.experiment for c in why.cells()}
+    claims = load_sweep(SWEEP)
+    ids = lambda sweep, exp: {c.cell_id for c in sweep.cells() if c.experiment == exp}  # noqa: E731
+    assert ids(why, "atf-WA-LAT") == ids(claims, "atf-WA-LAT") and len(ids(why, "atf-WA-LAT")) == 3
+    flat = lambda cell: dict(_leaves(cell.config))  # noqa: E731
+    wa = flat(next(c for c in claims.cells() if c.experiment == "atf-WA" and c.seed == 0))
+    changed = {exp: {k for k, v in flat(next(c for c in why.cells() if c.experiment == exp and c.seed == 0)).items()
+                     if wa.get(k) != v}
+               for exp in ("atf-WA-b1", "atf-WA-60", "atf-WA-wod-60", "atf-WA-LAT-60")}
+    assert changed == {"atf-WA-b1": {"loss.beta"}, "atf-WA-60": {"optim.epochs"},
+                       "atf-WA-wod-60": {"optim.epochs", "atdp.decreasing"},
+                       "atf-WA-LAT-60": {"optim.epochs", "loss.mixed"}}
+
+
+def _leaves(cfg, prefix=""):
+    """(dotted key, value) of a config dataclass, leaves only."""
+    import dataclasses
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _leaves(v, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", v
+
+
 def test_bad_max_seeds_is_one_line(tmp_path):
     (tmp_path / "p.yaml").write_text("max_seeds: 0\n")
     with pytest.raises(SweepError) as e:
