@@ -122,11 +122,8 @@ def default_cache_dir() -> Path:
 # -- keys and plans -----------------------------------------------------------------------------
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_key(ds, geometry: Geometry) -> str:

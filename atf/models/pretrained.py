@@ -157,11 +157,8 @@ def load_pretrained(trunk: nn.Module, path: str | Path) -> LoadReport:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_pretrained(backbone: str, path: str) -> None:
