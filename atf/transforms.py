@@ -172,6 +172,18 @@ def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _source_box(inv: np.ndarray, size: int, pad: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the source pixels an S x S output reads through the output -> source
+    affine `inv`, `pad` source px around its pixels' extent, clipped to the image."""
+    corners = transform_points(np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
+                                         [size - 0.5, size - 0.5]]), inv)
+    h, w = shape[:2]
+    x0, y0 = (max(0, int(math.floor(v - pad))) for v in corners.min(axis=0))
+    x1 = min(w, int(math.ceil(corners[:, 0].max() + pad)))
+    y1 = min(h, int(math.ceil(corners[:, 1].max() + pad)))
+    return x0, y0, x1, y1
+
+
 def _prefilter(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-downscale the region the crop reads when the warp shrinks by more than 2x.
 
@@ -183,14 +195,7 @@ def _prefilter(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray,
     k = math.sqrt(abs(float(np.linalg.det(m[:, :2]))))   # output px per source px
     if k >= 0.5:
         return image, m
-    inv = invert_affine(m)
-    corners = transform_points(np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
-                                         [size - 0.5, size - 0.5]]), inv)
-    pad = 2.0 / k
-    h, w = image.shape[:2]
-    x0, y0 = (max(0, int(math.floor(v - pad))) for v in corners.min(axis=0))
-    x1 = min(w, int(math.ceil(corners[:, 0].max() + pad)))
-    y1 = min(h, int(math.ceil(corners[:, 1].max() + pad)))
+    x0, y0, x1, y1 = _source_box(invert_affine(m), size, 2.0 / k, image.shape[:2])
     if x1 - x0 < 2 or y1 - y0 < 2:          # the crop lies outside the image: nothing to average
         return image, m
     roi = image[y0:y1, x0:x1]
@@ -236,17 +241,14 @@ def _read_region(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarra
     per HRNet-256 crop here against 0.13 ms from a source already in cache. Copying the region
     first reads it row by row, and the warp then runs from cache: 0.19 ms. Exact: the inverse map
     only loses whole pixels from its translation (x - n is exact in float64), and the region keeps
-    a 2 px margin around every pixel the bilinear taps reach, so borders fall where they did
+    a 2 px margin around the pixels the bilinear taps reach, so borders fall where they did
     (bit-identical to warping the whole image, tested). A region of more than half the image is
-    not worth its copy and the image is warped as it is.
+    not worth its copy and the image is warped as it is. `inv` is OpenCV's own inverse, the one
+    warpAffine would compute.
     """
     inv = cv2.invertAffineTransform(m)
-    h, w = image.shape[:2]
-    c = np.array([[0.0, 0.0], [size, 0.0], [0.0, size], [size, size]]) @ inv[:, :2].T + inv[:, 2]
-    x0, y0 = (max(0, int(math.floor(v)) - 2) for v in c.min(axis=0))
-    x1 = min(w, int(math.ceil(c[:, 0].max())) + 3)
-    y1 = min(h, int(math.ceil(c[:, 1].max())) + 3)
-    if x1 - x0 < 2 or y1 - y0 < 2 or 2 * (x1 - x0) * (y1 - y0) > h * w:
+    x0, y0, x1, y1 = _source_box(inv, size, 2.5, image.shape[:2])
+    if x1 - x0 < 2 or y1 - y0 < 2 or 2 * (x1 - x0) * (y1 - y0) > image.shape[0] * image.shape[1]:
         return image, inv
     inv[0, 2] -= x0
     inv[1, 2] -= y0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.mlflow_log import flat_params
 from orchestration.sweepfile import load_sweep
 from orchestration.sweepspec import SweepError
 from reports.verdicts import FAILS, HOLDS, NOISE, load_claims
@@ -41,7 +42,7 @@ def test_why_sweep_changes_one_key_and_reuses_the_claims_cells():
     claims = load_sweep(SWEEP)
     ids = lambda sweep, exp: {c.cell_id for c in sweep.cells() if c.experiment == exp}  # noqa: E731
     assert ids(why, "atf-WA-LAT") == ids(claims, "atf-WA-LAT") and len(ids(why, "atf-WA-LAT")) == 3
-    flat = lambda cell: dict(_leaves(cell.config))  # noqa: E731
+    flat = lambda cell: flat_params(cell.config)  # noqa: E731   (dotted key -> value, as MLflow logs it)
     wa = flat(next(c for c in claims.cells() if c.experiment == "atf-WA" and c.seed == 0))
     changed = {exp: {k for k, v in flat(next(c for c in why.cells() if c.experiment == exp and c.seed == 0)).items()
                      if wa.get(k) != v}
@@ -49,17 +50,6 @@ def test_why_sweep_changes_one_key_and_reuses_the_claims_cells():
     assert changed == {"atf-WA-b1": {"loss.beta"}, "atf-WA-60": {"optim.epochs"},
                        "atf-WA-wod-60": {"optim.epochs", "atdp.decreasing"},
                        "atf-WA-LAT-60": {"optim.epochs", "loss.mixed"}}
-
-
-def _leaves(cfg, prefix=""):
-    """(dotted key, value) of a config dataclass, leaves only."""
-    import dataclasses
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(v):
-            yield from _leaves(v, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", v
 
 
 def test_bad_max_seeds_is_one_line(tmp_path):
