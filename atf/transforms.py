@@ -237,9 +237,8 @@ def _read_region(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarra
     """(the part of `image` the S x S warp reads, copied contiguous; the output -> part affine).
 
     A rotated warp reads its source along slanted lines, which from a large source (a 1024 px
-    photo, a crop cache's 589 px HRNet face) misses the CPU caches on nearly every pixel: 0.33 ms
-    per HRNet-256 crop here against 0.13 ms from a source already in cache. Copying the region
-    first reads it row by row, and the warp then runs from cache: 0.19 ms. Exact: the inverse map
+    photo, a crop cache's 589 px HRNet face) misses the CPU caches; copying the region first reads
+    it row by row, and the warp then runs from cache (bench/bench_warp.py measures both). Exact: the inverse map
     only loses whole pixels from its translation (x - n is exact in float64), and the region keeps
     a 2 px margin around the pixels the bilinear taps reach, so borders fall where they did
     (bit-identical to warping the whole image, tested). A region of more than half the image is

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["count_models.py", "bench_synth.py", "bench_loader.py", "bench_train_step.py", "bench_loop.py", "bench_sweep.py"]
+BENCHES = ["count_models.py", "bench_synth.py", "bench_loader.py", "bench_warp.py", "bench_train_step.py", "bench_loop.py", "bench_sweep.py"]
 
 
 def main() -> int:

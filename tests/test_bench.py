@@ -107,3 +107,10 @@ def test_bench_loop_quick(synth_root):
     rows = table(out, "model")
     assert [r[0] for r in rows] == ["OCN-112", "HRNet-W18-256"]
     assert all(float(r[3]) > 0 for r in rows)
+
+
+def test_bench_warp_quick():
+    out = bench("bench_warp.py", "--quick")
+    rows = table(out, "step")
+    assert len(rows) == 5 and all(float(r[1]) > 0 for r in rows)
+    assert number(out, "shared memory per sample") > 0

@@ -78,6 +78,11 @@ def test_claims_sweep_tiny_prints_a_verdict_for_every_claim(tmp_path, synth_root
             assert row and re.search(rf"\*\*({verdicts})\*\*", row), (cmp.label, md)
             assert re.search(r"s0 [+-]\d", row) and re.search(r"s1 [+-]\d", row), row   # paired, per seed
     assert "--profile tiny" in md
+    # --curves: each run's selected epoch and late validation moves, from the same store
+    assert study_summary.main(["--claims", str(SWEEP), *args, "--mlflow-uri", uri, "--curves", "atf-WA,baseline-wflw"]) == 0
+    rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith(("| atf-WA s", "| baseline-wflw s"))]
+    assert [r.split(" |")[0] for r in rows] == ["| atf-WA s0", "| atf-WA s1", "| baseline-wflw s0", "| baseline-wflw s1"]
+    assert all(re.search(r"\| \d+/\d+ \| (\d+\.\d\d|– \(one epoch\)) \| \d+ \|$", r) for r in rows), rows
 
 
 @pytest.mark.parametrize("argv, needle", [

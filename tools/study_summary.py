@@ -5,6 +5,7 @@ or, with --claims, the table of the paper's claims that a sweep file tests (repo
         --baseline baseline-wflw --atf atf-WA --dataset wflw --subsets full,largepose,illumination
     python tools/study_summary.py --claims sweeps/synth_claims.yaml --mlflow-uri sqlite:///mlflow.db
     python tools/study_summary.py --claims sweeps/synth_claims.yaml --profile claims_ci --set data.root=DIR
+    python tools/study_summary.py --claims sweeps/synth_claims.yaml --curves atf-WA,atf-WA-wod
 
 --claims reads exactly the cells the sweep file makes (with the same --profile and --set as the
 atf-sweep command that ran it), one finished run per cell, and judges every comparison by the
@@ -105,6 +106,36 @@ def claims_table(a: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def curves_table(a: argparse.Namespace) -> int:
+    """Per run of the --curves experiments: the selected epoch, how much validation NME still moves
+    between epochs at the end, and the main stage's seconds (is a schedule long enough?)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.mlflow_log import TrackingStore
+    from orchestration.sweepfile import load_sweep
+    wanted = a.curves.split(",")
+    sweep = load_sweep(a.claims, _overrides(a.set, a.data_root), a.profile)
+    cells = [c for c in sweep.cells() if c.experiment in wanted]
+    if not cells:
+        raise ValueError(f"{a.claims}: no experiment named {', '.join(wanted)}")
+    done = TrackingStore(a.mlflow_uri).finished_cells([c.cell_id for c in cells])
+    client = MlflowClient(a.mlflow_uri)
+    print("| run | selected epoch | median \\|Δ val NME\\| between epochs, last 10 | main stage (s) |")
+    print("|---|---:|---:|---:|")
+    for c in sorted(cells, key=lambda c: (wanted.index(c.experiment), c.seed)):
+        run = done.get(c.cell_id)
+        if run is None:
+            print(f"| {c.experiment} s{c.seed} | – | – | – |")
+            continue
+        h = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/nme") if m.step > 0)
+        best = f"{min(h, key=lambda t: t[1])[0]}/{h[-1][0]}" if h else "–"
+        steps = [abs(h[i][1] - h[i - 1][1]) for i in range(max(1, len(h) - 10), len(h))]
+        moves = f"{statistics.median(steps):.2f}" if steps else "– (one epoch)"
+        print(f"| {c.experiment} s{c.seed} | {best} | {moves} "
+              f"| {run.data.metrics.get('time/main_seconds', float('nan')):.0f} |")
+    return 0
+
+
 def _command(a: argparse.Namespace) -> str:
     """The atf-sweep command whose cells the table reads."""
     parts = ["atf-sweep", a.claims] + (["--profile", a.profile] if a.profile else [])
@@ -128,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="--claims: the --set overrides the sweep ran with (repeatable)")
     p.add_argument("--data-root", default=None, help="--claims: the --data-root the sweep ran with")
     p.add_argument("--command", default="", help="--claims: the command line named under the table")
+    p.add_argument("--curves", default=None, metavar="EXP[,EXP]",
+                   help="--claims: instead of verdicts, each run's selected epoch, late epoch-to-epoch "
+                        "validation moves and main-stage seconds for these experiments")
     a = p.parse_args(argv)
     if not a.claims:
         return study_rows(a)
     try:
-        return claims_table(a)
+        return curves_table(a) if a.curves else claims_table(a)
     except (ValueError, OSError) as e:   # ConfigError, SweepError, ClaimError: one line
         print(f"study_summary: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
