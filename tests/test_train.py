@@ -279,3 +279,23 @@ def test_both_nme_protocols_are_reported(synth_root, tmp_path):
     assert np.isfinite(ocn) and ocn != bench   # a different crop and different units
     assert any("test_ocn/" in n for n in res.notes)
     assert keys.test_metric("aflw", "full", keys.NME, keys.PROTOCOL_OCN) not in res.metrics
+
+
+def test_cli_train_ctrl_c_is_one_line_with_how_to_continue(synth_root, tmp_path):
+    import signal
+    import time
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  root: {synth_root}\n")
+    out = tmp_path / "cli"
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "optim.epochs": 500}.items()]
+    p = subprocess.Popen([sys.executable, "-m", "atf.cli.train", str(cfg), "--out", str(out), *sets],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "last.pt").is_file() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"atf-train: interrupted; continue with: atf-train {cfg} --out {out} --resume"

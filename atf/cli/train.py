@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"atf-train: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C: one line, and how to continue, instead of a traceback
+        again = f"atf-train {a.config} --out {out} --resume"
+        hint = (f"continue with: {again}" if (out / "checkpoints" / "last.pt").is_file()
+                else "no epoch finished, so no checkpoint: run it again to start over")
+        print(f"atf-train: interrupted; {hint}", file=sys.stderr)
+        return 130
     if a.json:
         print(json.dumps(result.metrics, indent=2))
     else:
